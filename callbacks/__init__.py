@@ -1,0 +1,13 @@
+"""Callbacks shared by every task."""
+
+from callbacks.class_gap import ClassGap
+from callbacks.collapse import PredictionCollapse
+from callbacks.epoch_summary import EpochSummary
+from callbacks.history import TrainingHistory
+from callbacks.non_finite import NonFiniteLossGuard
+from callbacks.prediction_writer import PredictionWriter
+from callbacks.rng_state import RngState
+
+__all__ = [
+    "ClassGap", "EpochSummary", "NonFiniteLossGuard", "PredictionCollapse", "PredictionWriter", "RngState", "TrainingHistory",
+]

@@ -1,0 +1,95 @@
+"""Per-class accuracy and the largest gap between classes (seed 001's early-warning signal)."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+import lightning as L
+import torch
+
+log = logging.getLogger(__name__)
+
+
+class ClassGap(L.Callback):
+    """Accumulate ``preds``/``target`` (class indices) returned by ``validation_step``.
+
+    Each validation epoch logs ``val/acc_<class>`` and ``val/class_gap`` (in points, 0-100),
+    prints a warning above ``warn`` points and a critical message above ``critical``; with
+    ``stop_on_critical`` the run ends. Class names come from ``class_names`` or the
+    LightningModule's ``class_names`` attribute.
+    """
+
+    def __init__(
+        self,
+        num_classes: int | None = None,
+        class_names: Sequence[str] | None = None,
+        warn: float = 15.0,
+        critical: float = 25.0,
+        stop_on_critical: bool = False,
+    ):
+        if warn > critical:
+            raise ValueError(f"ClassGap: warn ({warn}) must not exceed critical ({critical})")
+        self.num_classes = num_classes
+        self.class_names = list(class_names) if class_names else None
+        self.warn, self.critical = warn, critical
+        self.stop_on_critical = stop_on_critical
+        self.metric: Any = None
+        self.last_gap: float | None = None
+        self.level = "ok"
+
+    def _names(self, pl_module: L.LightningModule) -> list[str]:
+        names = self.class_names or list(getattr(pl_module, "class_names", []) or [])
+        n = self.num_classes or len(names)
+        if n < 2:
+            raise ValueError("ClassGap needs num_classes >= 2 (or class_names on the module)")
+        return names if len(names) == n else [str(i) for i in range(n)]
+
+    def on_validation_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        from torchmetrics.classification import MulticlassAccuracy
+
+        names = self._names(pl_module)
+        self.metric = MulticlassAccuracy(num_classes=len(names), average=None).to(pl_module.device)
+
+    def on_validation_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+        batch_idx: int, dataloader_idx: int = 0,
+    ) -> None:
+        if self.metric is None or not isinstance(outputs, dict) or "preds" not in outputs:
+            return
+        self.metric.update(outputs["preds"].detach(), outputs["target"].detach())
+
+    def gap(self, per_class: torch.Tensor) -> float:
+        """Largest difference between two classes' accuracies, in points."""
+        return float((per_class.max() - per_class.min()) * 100.0)
+
+    def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self.metric is None or not self.metric.update_called:
+            return
+        per_class = self.metric.compute()
+        names = self._names(pl_module)
+        for name, acc in zip(names, per_class, strict=True):
+            pl_module.log(f"val/acc_{name}", acc * 100.0, prog_bar=True, sync_dist=False)
+        gap = self.gap(per_class)
+        pl_module.log("val/class_gap", gap, prog_bar=True)
+        self.last_gap = gap
+        if trainer.sanity_checking:
+            return
+        accs = ", ".join(f"{n} {a * 100:.1f}%" for n, a in zip(names, per_class.tolist(), strict=True))
+        if gap > self.critical:
+            self.level = "critical"
+            message = f"CRITICAL class gap {gap:.1f} points (> {self.critical}) at epoch {trainer.current_epoch}: {accs}"
+            log.warning(message)
+            print(f"\n{message}")
+            if self.stop_on_critical:
+                print("stopping: class gap is critical (callbacks.class_gap.stop_on_critical=true)")
+                trainer.should_stop = True
+        elif gap > self.warn:
+            self.level = "warn"
+            message = f"class gap warning: {gap:.1f} points (> {self.warn}) at epoch {trainer.current_epoch}: {accs}"
+            log.warning(message)
+            print(f"\n{message}")
+        else:
+            self.level = "ok"
+        self.metric.reset()

@@ -1,0 +1,73 @@
+"""Alarm for the seed-002 failure: predictions collapse to all-0 (or all-1) while targets don't."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import lightning as L
+
+log = logging.getLogger(__name__)
+
+
+class PredictionCollapse(L.Callback):
+    """Watch ``pred_mean``/``target_mean`` returned by ``training_step``.
+
+    A batch is flagged when the mean predicted probability leaves ``[low, high]`` while the
+    target mean stays inside it. After ``patience`` consecutive flagged batches a warning is
+    printed like the seed's (batch index, pred_mean, target_mean); with ``stop_training`` the
+    run ends. The flag is logged as ``train/collapse`` for TensorBoard.
+    """
+
+    def __init__(
+        self,
+        low: float = 1e-3,
+        high: float = 1 - 1e-3,
+        patience: int = 1,
+        stop_training: bool = False,
+        warn_every: int = 50,
+    ):
+        if not 0.0 <= low < high <= 1.0:
+            raise ValueError(f"PredictionCollapse: need 0 <= low < high <= 1, got low={low}, high={high}")
+        self.low, self.high = low, high
+        self.patience = max(1, patience)
+        self.stop_training = stop_training
+        self.warn_every = max(1, warn_every)
+        self.consecutive = 0
+        self.fired = 0
+
+    def is_collapsed(self, pred_mean: float, target_mean: float) -> bool:
+        pred_out = pred_mean < self.low or pred_mean > self.high
+        target_in = self.low <= target_mean <= self.high
+        return pred_out and target_in
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        if not isinstance(outputs, dict) or "pred_mean" not in outputs or "target_mean" not in outputs:
+            return
+        pred_mean = float(outputs["pred_mean"])
+        target_mean = float(outputs["target_mean"])
+        collapsed = self.is_collapsed(pred_mean, target_mean)
+        pl_module.log("train/collapse", float(collapsed), on_step=True, on_epoch=False, prog_bar=False)
+        self.consecutive = self.consecutive + 1 if collapsed else 0
+        if self.consecutive < self.patience:
+            return
+        if (self.consecutive - self.patience) % self.warn_every == 0:
+            self.fired += 1
+            message = (
+                f"Predictions may be collapsing! Batch {batch_idx}: "
+                f"pred_mean={pred_mean:.6f}, target_mean={target_mean:.4f}"
+            )
+            log.warning(message)
+            print(f"\n\u26a0\ufe0f  {message}")
+        if self.stop_training:
+            print("\nstopping: prediction collapse (callbacks.prediction_collapse.stop_training=true)")
+            trainer.should_stop = True
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"consecutive": self.consecutive, "fired": self.fired}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.consecutive = int(state_dict.get("consecutive", 0))
+        self.fired = int(state_dict.get("fired", 0))

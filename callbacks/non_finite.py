@@ -1,0 +1,37 @@
+"""Stop on a NaN/inf loss with the batch index, keeping the last good checkpoint untouched."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import lightning as L
+
+from suite.errors import UserError
+
+
+class NonFiniteLossError(UserError):
+    pass
+
+
+class NonFiniteLossGuard(L.Callback):
+    """Raise a clear error when the training loss is not finite.
+
+    Raising (instead of only stopping) keeps ``last.ckpt`` from being overwritten with a
+    diverged model: the last good checkpoint stays what it was.
+    """
+
+    def on_train_batch_end(
+        self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
+    ) -> None:
+        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
+        if loss is None:
+            return
+        value = float(loss.detach()) if hasattr(loss, "detach") else float(loss)
+        if not math.isfinite(value):
+            raise NonFiniteLossError(
+                f"training loss is {value} at epoch {trainer.current_epoch}, batch {batch_idx} "
+                f"(global step {trainer.global_step}); stopped. The last good checkpoint is kept in "
+                "checkpoints/last.ckpt. Lower the learning rate, check the inputs for NaN/inf, "
+                "or use trainer.gradient_clip_val."
+            )

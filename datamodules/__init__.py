@@ -1,0 +1,1 @@
+"""One LightningDataModule per task, shared readers, and synthetic data generators."""

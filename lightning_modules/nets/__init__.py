@@ -1,0 +1,1 @@
+"""Plain ``nn.Module`` networks: what gets exported, free of Lightning."""

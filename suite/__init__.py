@@ -1,0 +1,1 @@
+"""Shared machinery of the suite: run orchestration, config checks, safe I/O."""

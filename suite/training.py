@@ -1,0 +1,143 @@
+"""What ``python train.py`` does: validate, build, fit, test the best checkpoint, write outputs."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+from suite.config_check import validate_config
+from suite.errors import UserError
+from suite.io import atomic_write_json, atomic_write_text
+from suite.printing import print_config_tree, print_metrics_table
+
+
+def instantiate(node: DictConfig, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate`` that lets the suite's own errors through unwrapped."""
+    from hydra.errors import InstantiationException
+    from hydra.utils import instantiate as hydra_instantiate
+
+    try:
+        return hydra_instantiate(node, **kwargs)
+    except InstantiationException as err:
+        cause = err.__cause__
+        while cause is not None and not isinstance(cause, UserError):
+            cause = cause.__cause__
+        if isinstance(cause, UserError):
+            raise cause from None
+        raise
+
+
+def guard_run_dir(out_dir: Path, cfg: DictConfig) -> None:
+    """Never overwrite a finished run silently."""
+    finished = out_dir / "metrics" / "metrics.json"
+    if finished.exists() and not cfg.get("overwrite", False) and cfg.get("ckpt_path") in (None, "last"):
+        raise UserError(
+            f"{out_dir} already holds a finished run ({finished}). Choose another hydra.run.dir, "
+            "or pass overwrite=true to replace its outputs."
+        )
+
+
+def resolve_ckpt_path(cfg: DictConfig, out_dir: Path) -> str | None:
+    ckpt = cfg.get("ckpt_path")
+    if ckpt is None:
+        return None
+    if ckpt == "last":
+        path = out_dir / "checkpoints" / "last.ckpt"
+        if not path.is_file():
+            raise UserError(f"ckpt_path=last: no checkpoint at {path} (set hydra.run.dir to the run to resume)")
+        return str(path)
+    path = Path(ckpt).expanduser()
+    if not path.is_file():
+        raise UserError(f"ckpt_path: checkpoint not found: {path}")
+    return str(path)
+
+
+def build_callbacks(cfg: DictConfig) -> list[Any]:
+    nodes = cfg.get("callbacks") or {}
+    return [instantiate(node) for node in nodes.values() if isinstance(node, DictConfig) and "_target_" in node]
+
+
+def build_loggers(cfg: DictConfig) -> list[Any]:
+    nodes = cfg.get("logger") or {}
+    return [instantiate(node) for node in nodes.values() if isinstance(node, DictConfig) and "_target_" in node]
+
+
+def write_run_inputs(out_dir: Path, datamodule: Any) -> None:
+    atomic_write_json(out_dir / "label_map.json", datamodule.label_map())
+    lines = [f"{path}\t{rows}" for path, rows in datamodule.manifests_used()]
+    atomic_write_text(out_dir / "manifests_used.txt", "path\trows\n" + "\n".join(lines) + "\n")
+
+
+def _flat_hparams(cfg: DictConfig) -> dict[str, Any]:
+    import pandas as pd
+
+    container = OmegaConf.to_container(cfg, resolve=True)
+    container = {k: v for k, v in container.items() if k not in ("hydra", "paths")}
+    flat = pd.json_normalize(container, sep=".").to_dict(orient="records")[0]
+    return {k: v if isinstance(v, int | float | str | bool) else str(v) for k, v in flat.items()}
+
+
+def _scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
+    out = {}
+    for key, value in metrics.items():
+        try:
+            out[key] = float(value)
+        except (TypeError, ValueError):
+            continue
+    return out
+
+
+def train(cfg: DictConfig) -> float | None:
+    validate_config(cfg)
+    out_dir = Path(cfg.paths.output_dir)
+    guard_run_dir(out_dir, cfg)
+    ckpt_path = resolve_ckpt_path(cfg, out_dir)
+    print_config_tree(cfg)
+
+    import lightning as L
+    from lightning.pytorch.callbacks import ModelCheckpoint
+
+    L.seed_everything(cfg.seed, workers=True)
+    datamodule = instantiate(cfg.data)
+    model = instantiate(cfg.model)
+    if ckpt_path:
+        from suite.checkpoints import check_fits
+
+        check_fits(model, ckpt_path)
+    callbacks = build_callbacks(cfg)
+    loggers = build_loggers(cfg)
+    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+
+    # Read the data before fitting so that bad inputs fail before any training.
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    if trainer.is_global_zero:
+        write_run_inputs(out_dir, datamodule)
+
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+    fit_metrics = _scalar_metrics(trainer.callback_metrics)
+
+    checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
+    metrics: dict[str, Any] = {}
+    if cfg.test_after_fit:
+        best = checkpoint.best_model_path if checkpoint is not None else ""
+        results = trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
+        metrics.update(_scalar_metrics(results[0] if results else {}))
+        metrics["evaluated_checkpoint"] = best or "last weights in memory"
+    if checkpoint is not None and checkpoint.best_model_score is not None:
+        metrics[f"best_{cfg.selection_metric}"] = float(checkpoint.best_model_score)
+    metrics["epochs_trained"] = trainer.current_epoch
+    metrics["final_val"] = {k: v for k, v in fit_metrics.items() if k.startswith("val/")}
+
+    if trainer.is_global_zero:
+        atomic_write_json(out_dir / "metrics" / "metrics.json", metrics)
+        for logger in trainer.loggers:
+            logger.log_hyperparams(_flat_hparams(cfg), metrics={
+                k: v for k, v in metrics.items() if isinstance(v, float) and math.isfinite(v)})
+        print_metrics_table({k: v for k, v in metrics.items() if isinstance(v, float | int)},
+                            title=f"{cfg.task_name}: final metrics ({out_dir})")
+    score = metrics.get(f"best_{cfg.selection_metric}")
+    return float(score) if score is not None else None
