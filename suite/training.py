@@ -91,7 +91,10 @@ def _scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
 
 
 def train(cfg: DictConfig) -> float | None:
+    from suite.launch import prepare_job
+
     validate_config(cfg)
+    cfg = prepare_job(cfg)
     out_dir = Path(cfg.paths.output_dir)
     guard_run_dir(out_dir, cfg)
     ckpt_path = resolve_ckpt_path(cfg, out_dir)
