@@ -9,5 +9,11 @@ from callbacks.prediction_writer import PredictionWriter
 from callbacks.rng_state import RngState
 
 __all__ = [
-    "ClassGap", "EpochSummary", "NonFiniteLossGuard", "PredictionCollapse", "PredictionWriter", "RngState", "TrainingHistory",
+    "ClassGap",
+    "EpochSummary",
+    "NonFiniteLossGuard",
+    "PredictionCollapse",
+    "PredictionWriter",
+    "RngState",
+    "TrainingHistory",
 ]

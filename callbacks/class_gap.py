@@ -79,7 +79,8 @@ class ClassGap(L.Callback):
         accs = ", ".join(f"{n} {a * 100:.1f}%" for n, a in zip(names, per_class.tolist(), strict=True))
         if gap > self.critical:
             self.level = "critical"
-            message = f"CRITICAL class gap {gap:.1f} points (> {self.critical}) at epoch {trainer.current_epoch}: {accs}"
+            message = (f"CRITICAL class gap {gap:.1f} points (> {self.critical}) "
+                       f"at epoch {trainer.current_epoch}: {accs}")
             log.warning(message)
             print(f"\n{message}")
             if self.stop_on_critical:

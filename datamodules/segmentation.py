@@ -184,7 +184,8 @@ class SegmentationDataModule(SuiteDataModule):
         return SegmentationDataset(self.splits[split], self._transform(train=split == "train"), self.foreground_value)
 
     def train_dataloader(self):
-        return self.make_loader(self.dataset("train"), shuffle=True, drop_last=len(self.splits["train"]) > self.batch_size)
+        train = self.dataset("train")
+        return self.make_loader(train, shuffle=True, drop_last=len(train) > self.batch_size)
 
     def val_dataloader(self):
         return self.make_loader(self.dataset("val"), batch_size=1 if self.crop_size and not self.image_size else None)

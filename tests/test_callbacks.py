@@ -1,0 +1,138 @@
+"""The shared callbacks, each both firing and not firing."""
+
+from __future__ import annotations
+
+import json
+from types import SimpleNamespace
+from unittest.mock import MagicMock
+
+import pytest
+import torch
+
+from callbacks import ClassGap, EpochSummary, NonFiniteLossGuard, PredictionCollapse, TrainingHistory
+from callbacks.non_finite import NonFiniteLossError
+
+
+def fake_trainer(**kw) -> SimpleNamespace:
+    base = dict(sanity_checking=False, should_stop=False, current_epoch=0, global_step=0, is_global_zero=True,
+                callback_metrics={}, max_epochs=5, default_root_dir=".")
+    base.update(kw)
+    return SimpleNamespace(**base)
+
+
+def fake_module() -> MagicMock:
+    module = MagicMock()
+    module.device = torch.device("cpu")
+    module.class_names = ["nonviolent", "violent"]
+    return module
+
+
+# -- PredictionCollapse ------------------------------------------------------------------
+def test_collapse_fires_like_the_seed(capsys) -> None:
+    cb = PredictionCollapse(low=1e-3, high=1 - 1e-3)
+    trainer, module = fake_trainer(), fake_module()
+    outputs = {"loss": torch.tensor(0.1), "pred_mean": torch.tensor(0.000012), "target_mean": torch.tensor(0.1234)}
+    cb.on_train_batch_end(trainer, module, outputs, None, 50)
+    out = capsys.readouterr().out
+    assert "Predictions may be collapsing! Batch 50: pred_mean=0.000012, target_mean=0.1234" in out
+    assert cb.fired == 1 and not trainer.should_stop
+    module.log.assert_called_with("train/collapse", 1.0, on_step=True, on_epoch=False, prog_bar=False)
+
+
+def test_collapse_silent_on_healthy_or_empty_target_batches(capsys) -> None:
+    cb = PredictionCollapse()
+    trainer, module = fake_trainer(), fake_module()
+    cb.on_train_batch_end(trainer, module, {"pred_mean": 0.11, "target_mean": 0.12}, None, 0)
+    # an all-background batch predicted as background is not a collapse
+    cb.on_train_batch_end(trainer, module, {"pred_mean": 1e-5, "target_mean": 0.0}, None, 1)
+    assert cb.fired == 0 and "collapsing" not in capsys.readouterr().out
+
+
+def test_collapse_patience_and_stop() -> None:
+    cb = PredictionCollapse(patience=3, stop_training=True)
+    trainer, module = fake_trainer(), fake_module()
+    bad = {"pred_mean": 0.99999, "target_mean": 0.2}
+    for i in range(2):
+        cb.on_train_batch_end(trainer, module, bad, None, i)
+    assert not trainer.should_stop and cb.fired == 0
+    cb.on_train_batch_end(trainer, module, bad, None, 2)
+    assert trainer.should_stop and cb.fired == 1
+
+
+def test_collapse_rejects_bad_thresholds() -> None:
+    with pytest.raises(ValueError):
+        PredictionCollapse(low=0.6, high=0.4)
+
+
+# -- ClassGap ----------------------------------------------------------------------------
+def run_gap(cb: ClassGap, preds: list[int], target: list[int]) -> tuple[SimpleNamespace, MagicMock]:
+    trainer, module = fake_trainer(current_epoch=3), fake_module()
+    cb.on_validation_epoch_start(trainer, module)
+    cb.on_validation_batch_end(trainer, module, {"preds": torch.tensor(preds), "target": torch.tensor(target)},
+                               None, 0)
+    cb.on_validation_epoch_end(trainer, module)
+    return trainer, module
+
+
+def test_class_gap_ok_when_balanced(capsys) -> None:
+    cb = ClassGap(num_classes=2)
+    trainer, module = run_gap(cb, [0, 0, 1, 1, 1, 0], [0, 0, 1, 1, 0, 1])  # 2/3 each
+    assert cb.last_gap == pytest.approx(0.0) and cb.level == "ok"
+    module.log.assert_any_call("val/class_gap", pytest.approx(0.0), prog_bar=True)
+    assert "gap" not in capsys.readouterr().out
+
+
+def test_class_gap_warns_and_goes_critical(capsys) -> None:
+    cb = ClassGap(num_classes=2, warn=15, critical=25, stop_on_critical=True)
+    # class 0: 4/5 = 80 %, class 1: 3/5 = 60 % -> gap 20 points: warning
+    trainer, _ = run_gap(cb, [0, 0, 0, 0, 1, 1, 1, 1, 0, 0], [0, 0, 0, 0, 0, 1, 1, 1, 1, 1])
+    assert cb.level == "warn" and cb.last_gap == pytest.approx(20.0) and not trainer.should_stop
+    assert "class gap warning: 20.0 points" in capsys.readouterr().out
+    # class 0: 100 %, class 1: 20 % -> 80 points: critical, and stop
+    trainer, _ = run_gap(cb, [0, 0, 0, 0, 0, 1, 0, 0, 0, 0], [0, 0, 0, 0, 0, 1, 1, 1, 1, 1])
+    assert cb.level == "critical" and trainer.should_stop
+    assert "CRITICAL class gap 80.0 points" in capsys.readouterr().out
+
+
+# -- TrainingHistory ---------------------------------------------------------------------
+def test_history_appends_one_record_per_epoch_and_resumes(tmp_path) -> None:
+    path = tmp_path / "training_history.json"
+    cb = TrainingHistory(filename=str(path))
+    module = fake_module()
+    for epoch in range(2):
+        metrics = {"train/loss": torch.tensor(1.0 - epoch / 10), "val/f1": torch.tensor(0.5 + epoch / 10),
+                   "train/loss_step": torch.tensor(9.0), "other": torch.tensor(1.0)}
+        cb.on_train_epoch_end(fake_trainer(current_epoch=epoch, callback_metrics=metrics), module)
+    records = json.loads(path.read_text())
+    assert [r["epoch"] for r in records] == [0, 1]
+    assert records[1]["val/f1"] == pytest.approx(0.6) and "other" not in records[1]
+    assert "train/loss_step" not in records[0]
+    resumed = TrainingHistory(filename=str(path))
+    resumed.load_state_dict(cb.state_dict())
+    resumed.on_train_epoch_end(fake_trainer(current_epoch=2, callback_metrics={"val/f1": torch.tensor(0.9)}),
+                               module)
+    assert [r["epoch"] for r in json.loads(path.read_text())] == [0, 1, 2]
+
+
+def test_history_skips_sanity_check(tmp_path) -> None:
+    path = tmp_path / "h.json"
+    TrainingHistory(filename=str(path)).on_train_epoch_end(fake_trainer(sanity_checking=True), fake_module())
+    assert not path.exists()
+
+
+# -- NonFiniteLossGuard ------------------------------------------------------------------
+def test_non_finite_loss_stops_with_batch_index() -> None:
+    guard = NonFiniteLossGuard()
+    guard.on_train_batch_end(fake_trainer(), fake_module(), {"loss": torch.tensor(0.3)}, None, 0)
+    with pytest.raises(NonFiniteLossError, match="batch 7"):
+        guard.on_train_batch_end(fake_trainer(), fake_module(), {"loss": torch.tensor(float("nan"))}, None, 7)
+
+
+# -- EpochSummary ------------------------------------------------------------------------
+def test_epoch_summary_format_matches_the_seed() -> None:
+    text = EpochSummary().format({"train/loss": 0.32, "val/loss": 0.28, "train/f1": 0.45, "val/f1": 0.48,
+                                  "val/precision": 0.4556, "val/iou": 0.3178}, epoch=5, max_epochs=50)
+    lines = text.splitlines()
+    assert lines[0] == ("Epoch 5/50 Complete - Train Loss: 0.3200, Val Loss: 0.2800 | Train F1: 0.4500, "
+                        "Val F1: 0.4800")
+    assert lines[-1] == "Val Metrics - Precision: 0.4556 | F1: 0.4800 | Iou: 0.3178"

@@ -1,0 +1,1 @@
+"""Small command-line tools: python -m tools.<name> --help."""
