@@ -2,8 +2,9 @@
 
 Lightning restores model, optimizer, scheduler, loops and callbacks, but not the Python, NumPy
 and torch generators that drive shuffling and augmentation. The state is taken when the
-checkpoint is written (end of an epoch) and put back when the next training epoch starts, after
-the sanity check that a resumed run does first.
+checkpoint is written (end of an epoch) and put back as soon as the checkpoint is restored —
+on resume Lightning creates the next epoch's train iterator (which draws the shuffle order)
+before any epoch hook runs — and again after a sanity check, which draws from the same generators.
 """
 
 from __future__ import annotations
@@ -31,11 +32,17 @@ class RngState(L.Callback):
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._pending = state_dict
+        self._apply(state_dict)
+
+    def on_sanity_check_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if self._pending is not None:
+            self._apply(self._pending)
 
     def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
-        if self._pending is None:
-            return
-        state, self._pending = self._pending, None
+        self._pending = None
+
+    @staticmethod
+    def _apply(state: dict[str, Any]) -> None:
         py = state["python"]
         random.setstate((py[-2], tuple(py[:-2]), py[-1]))
         np_state = state["numpy"]
