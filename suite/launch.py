@@ -1,10 +1,332 @@
-"""Per-job preparation under Hydra launchers (GPU slot, per-job reset, launch checks)."""
+"""Per-job preparation under Hydra launchers (GPU slot, per-job reset, launch checks).
+
+``prepare_job`` runs inside every job, right after config validation and before anything is
+built. ``LaunchChecks`` is a Hydra callback (registered by the launcher presets in
+``conf/hydra/launcher/``) that runs the same launch checks once in the submitting process,
+before any job starts or is submitted, and frees the job's GPU slot when the job ends.
+"""
 
 from __future__ import annotations
 
-from omegaconf import DictConfig
+import gc
+import json
+import logging
+import os
+import socket
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
+
+from suite import gpu_slots
+from suite.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+SLURM = "slurm"
+LOCAL = "local"
+GPU_ACCELERATORS = {"gpu", "cuda"}
+
+
+# ---------------------------------------------------------------------------------------------
+# What the Hydra config says about the launch
+# ---------------------------------------------------------------------------------------------
+def hydra_config() -> DictConfig | None:
+    from hydra.core.hydra_config import HydraConfig
+
+    return HydraConfig.get() if HydraConfig.initialized() else None
+
+
+def is_multirun(hydra_cfg: DictConfig | None) -> bool:
+    mode = None if hydra_cfg is None else OmegaConf.select(hydra_cfg, "mode")
+    return mode is not None and str(getattr(mode, "name", mode)) == "MULTIRUN"
+
+
+def launcher_kind(hydra_cfg: DictConfig | None) -> str:
+    """``slurm`` for submitit's SLURM launcher; ``local`` for joblib, submitit_local and Hydra's basic one."""
+    target = str(OmegaConf.select(hydra_cfg, "launcher._target_", default="") or "") if hydra_cfg else ""
+    return SLURM if target.endswith("SlurmLauncher") else LOCAL
+
+
+def device_count(devices: Any) -> int | None:
+    """How many devices ``trainer.devices`` asks for; None for "auto"/-1 (all there are)."""
+    if isinstance(devices, ListConfig | list | tuple):
+        return len(devices)
+    if isinstance(devices, bool):
+        return None
+    if isinstance(devices, int):
+        return None if devices == -1 else devices
+    text = str(devices).strip()
+    if text in ("auto", "-1", ""):
+        return None
+    if "," in text:
+        return len([t for t in text.split(",") if t.strip()])
+    try:
+        return int(text)
+    except ValueError:
+        return None
+
+
+def _strategy_name(strategy: Any) -> str:
+    if isinstance(strategy, DictConfig | dict):
+        return str(strategy.get("_target_", ""))
+    return str(strategy or "auto")
+
+
+def is_distributed(trainer_cfg: DictConfig) -> bool:
+    """True when the trainer runs more than one process (DDP and friends)."""
+    n = device_count(trainer_cfg.get("devices", 1))
+    nodes = int(trainer_cfg.get("num_nodes", 1) or 1)
+    if (n is not None and n > 1) or nodes > 1:
+        return True
+    return n is None and "ddp" in _strategy_name(trainer_cfg.get("strategy")).lower()
+
+
+def check_launch(trainer_cfg: DictConfig, hydra_cfg: DictConfig | None) -> None:
+    """Refuse launches that cannot work, with the reason and the fix.
+
+    - local multirun + DDP: Lightning's DDP starts its other processes by re-running
+      ``sys.argv``, which for ``-m`` replays the whole sweep in every process;
+    - SLURM + DDP: Lightning takes one process per SLURM task, so the launcher must start
+      ``tasks_per_node == trainer.devices`` tasks (and ``nodes == trainer.num_nodes``).
+    """
+    if not is_multirun(hydra_cfg) or not is_distributed(trainer_cfg):
+        return
+    devices = trainer_cfg.get("devices")
+    if launcher_kind(hydra_cfg) == LOCAL:
+        raise ConfigError(
+            f"trainer.devices={devices} (strategy={_strategy_name(trainer_cfg.get('strategy'))}) cannot run "
+            "inside a local multirun (-m): Lightning's DDP starts its extra processes by re-running the "
+            "command line, which would replay the whole sweep in each of them. Run the DDP job on its own "
+            "(no -m), sweep with one device per job (trainer.devices=1; hydra/launcher=local gives each "
+            "running job its own GPU), or sweep on SLURM (hydra/launcher=slurm with "
+            "hydra.launcher.tasks_per_node equal to trainer.devices)."
+        )
+    launcher = hydra_cfg.launcher
+    n = device_count(devices)
+    tasks = int(launcher.get("tasks_per_node", 1) or 1)
+    if n is None or n != tasks:
+        raise ConfigError(
+            f"SLURM DDP: trainer.devices={devices} but hydra.launcher.tasks_per_node={tasks}. Lightning runs "
+            "one process per SLURM task, so set both to the same number, e.g. "
+            f"trainer.devices={tasks} or hydra.launcher.tasks_per_node={n if n is not None else '<devices>'}."
+        )
+    nodes = int(launcher.get("nodes", 1) or 1)
+    num_nodes = int(trainer_cfg.get("num_nodes", 1) or 1)
+    if nodes != num_nodes:
+        raise ConfigError(f"SLURM DDP: hydra.launcher.nodes={nodes} but trainer.num_nodes={num_nodes}; set both alike.")
+    gpus = launcher.get("gpus_per_node")
+    accelerator = str(trainer_cfg.get("accelerator", "auto"))
+    if accelerator in GPU_ACCELERATORS and gpus is not None and int(gpus) < n:
+        raise ConfigError(
+            f"SLURM DDP: trainer.devices={n} GPUs per node but hydra.launcher.gpus_per_node={gpus}."
+        )
+
+
+def _swept_values(hydra_cfg: DictConfig, key: str) -> list[str]:
+    params = OmegaConf.select(hydra_cfg, "sweeper.params", default=None) or {}
+    value = params.get(key) if isinstance(params, DictConfig) else None
+    if value is None:
+        return []
+    return [v.strip() for v in str(value).split(",")]
+
+
+# ---------------------------------------------------------------------------------------------
+# Per-job preparation
+# ---------------------------------------------------------------------------------------------
+def _clear_project_caches() -> int:
+    """Clear memoised functions of the suite's own modules: reused workers must not see the last job's data."""
+    root = Path(__file__).resolve().parents[1]
+    cleared = 0
+    for name, module in list(sys.modules.items()):
+        file = getattr(module, "__file__", None)
+        if not file or ".venv" in file or not str(Path(file).resolve()).startswith(str(root)):
+            continue
+        for value in list(vars(module).values()):
+            clear = getattr(value, "cache_clear", None)
+            if callable(clear) and getattr(value, "__module__", None) == name:
+                clear()
+                cleared += 1
+    return cleared
+
+
+def _torch_threads(hydra_cfg: DictConfig | None) -> int | None:
+    """Joblib workers start with one thread; give each job its share of the cores instead."""
+    target = str(OmegaConf.select(hydra_cfg, "launcher._target_", default="") or "") if hydra_cfg else ""
+    if "Joblib" not in target:
+        return None
+    n_jobs = int(OmegaConf.select(hydra_cfg, "launcher.n_jobs", default=1) or 1)
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    n_jobs = cores if n_jobs < 0 else n_jobs
+    return max(1, cores // max(1, n_jobs))
+
+
+def reset_process_state(cfg: DictConfig, hydra_cfg: DictConfig | None) -> dict[str, Any]:
+    """Undo what a previous job left in a reused worker: seeds, caches, threads, GPU memory."""
+    import random
+
+    import numpy as np
+    import torch
+
+    state: dict[str, Any] = {"caches_cleared": _clear_project_caches()}
+    gc.collect()
+    if torch.cuda.is_initialized():
+        torch.cuda.empty_cache()
+    threads = _torch_threads(hydra_cfg)
+    if threads is not None:
+        torch.set_num_threads(threads)
+    state["torch_threads"] = torch.get_num_threads()
+    # train() seeds again with Lightning; seeding here too covers anything built before that.
+    seed = int(cfg.get("seed", 0))
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    for key in ("PL_GLOBAL_SEED", "PL_SEED_WORKERS"):
+        os.environ.pop(key, None)
+    return state
+
+
+def _accelerator_uses_gpu(accelerator: str) -> bool:
+    if accelerator in GPU_ACCELERATORS:
+        return True
+    if accelerator != "auto":
+        return False
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def assign_gpu_slot(cfg: DictConfig, hydra_cfg: DictConfig | None) -> dict[str, Any] | None:
+    """In a local multirun, hold a free GPU slot for this job and point the trainer at it."""
+    if not is_multirun(hydra_cfg) or launcher_kind(hydra_cfg) != LOCAL:
+        return None
+    accelerator = str(cfg.trainer.get("accelerator", "auto"))
+    if accelerator not in GPU_ACCELERATORS | {"auto"}:
+        return None
+    slots = gpu_slots.available_slots()
+    if not slots:
+        return None
+    t0 = time.monotonic()
+    slot = gpu_slots.acquire(slots)
+    info: dict[str, Any] = {"gpu_slot": slot.index, "slots": slots, "waited_s": round(time.monotonic() - t0, 3),
+                            "lock": str(slot.path)}
+    if _accelerator_uses_gpu(accelerator):
+        # devices=[i] rather than CUDA_VISIBLE_DEVICES: a reused worker may already have started CUDA.
+        with open_dict(cfg):
+            cfg.trainer.devices = [slot.index]
+        info["trainer_devices"] = [slot.index]
+    else:
+        info["trainer_devices"] = OmegaConf.to_container(cfg.trainer, resolve=False).get("devices")
+        info["note"] = "no CUDA here: slot held, trainer left on its configured devices"
+    log.info("job %s holds GPU slot %s", OmegaConf.select(hydra_cfg, "job.num"), slot.index)
+    return info
+
+
+def resume_after_requeue(cfg: DictConfig, hydra_cfg: DictConfig | None) -> str | None:
+    """A SLURM job that was timed out or preempted is resubmitted by submitit: resume its last.ckpt."""
+    if launcher_kind(hydra_cfg) != SLURM or cfg.get("ckpt_path") is not None:
+        return None
+    out_dir = Path(cfg.paths.output_dir)
+    last = out_dir / "checkpoints" / "last.ckpt"
+    if last.is_file() and not (out_dir / "metrics" / "metrics.json").exists():
+        with open_dict(cfg):
+            cfg.ckpt_path = "last"
+        log.info("resuming requeued job from %s", last)
+        return str(last)
+    return None
+
+
+def check_slurm_tasks(cfg: DictConfig) -> None:
+    """Inside a SLURM job: the tasks SLURM started must match the trainer's processes."""
+    tasks = os.environ.get("SLURM_NTASKS_PER_NODE") or os.environ.get("SLURM_TASKS_PER_NODE", "").split("(")[0]
+    n = device_count(cfg.trainer.get("devices", 1))
+    if tasks and tasks.isdigit() and n is not None and is_distributed(cfg.trainer) and int(tasks) != n:
+        raise ConfigError(f"SLURM started {tasks} tasks per node but trainer.devices={n}; they must match.")
+
+
+def _quiet_in_parallel_sweeps(cfg: DictConfig, hydra_cfg: DictConfig | None) -> None:
+    """Progress bars of parallel workers interleave into noise; the per-epoch summary line stays."""
+    if not is_multirun(hydra_cfg):
+        return
+    bar = OmegaConf.select(cfg, "callbacks.progress_bar")
+    if isinstance(bar, DictConfig) and "refresh_rate" in bar:
+        bar.refresh_rate = 0
 
 
 def prepare_job(cfg: DictConfig) -> DictConfig:
     """Called by ``suite.training.train`` before anything is built; returns the config to use."""
+    hydra_cfg = hydra_config()
+    check_launch(cfg.trainer, hydra_cfg)
+    if launcher_kind(hydra_cfg) == SLURM:
+        check_slurm_tasks(cfg)
+    record: dict[str, Any] = {
+        "host": socket.gethostname(), "pid": os.getpid(), "started": time.time(),
+        "launcher": str(OmegaConf.select(hydra_cfg, "launcher._target_", default="") or "") if hydra_cfg else "",
+        "job_num": OmegaConf.select(hydra_cfg, "job.num") if hydra_cfg else None,
+        "multirun": is_multirun(hydra_cfg),
+    }
+    if not is_multirun(hydra_cfg):
+        return cfg
+    record.update(reset_process_state(cfg, hydra_cfg))
+    slot = assign_gpu_slot(cfg, hydra_cfg)
+    if slot:
+        record.update(slot)
+    resumed = resume_after_requeue(cfg, hydra_cfg)
+    if resumed:
+        record["resumed_from"] = resumed
+    _quiet_in_parallel_sweeps(cfg, hydra_cfg)
+    record["cuda_visible_devices"] = os.environ.get("CUDA_VISIBLE_DEVICES")
+    record["slurm_job_id"] = os.environ.get("SLURM_JOB_ID")
+    from suite.io import atomic_write_json
+
+    atomic_write_json(Path(cfg.paths.output_dir) / "launch.json", record)
     return cfg
+
+
+def job_finished(output_dir: str | Path) -> None:
+    """Free the job's GPU slot and stamp its end time (the Hydra callback calls this)."""
+    slot = gpu_slots.held()
+    gpu_slots.release()
+    path = Path(output_dir) / "launch.json"
+    if slot is not None and path.is_file():
+        from suite.io import atomic_write_json
+
+        record = json.loads(path.read_text())
+        record["finished"] = time.time()
+        atomic_write_json(path, record)
+
+
+try:  # Hydra is always installed with the suite; keep the import local to this optional hook.
+    from hydra.experimental.callback import Callback as _HydraCallback
+except ImportError:  # pragma: no cover
+    _HydraCallback = object  # type: ignore[assignment,misc]
+
+
+class LaunchChecks(_HydraCallback):
+    """Hydra callback: launch checks before the sweep starts; free the GPU slot when a job ends."""
+
+    def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
+        hydra_cfg = config.hydra
+        trainer_cfg = config.trainer
+        try:
+            check_launch(trainer_cfg, hydra_cfg)
+            # A sweep over trainer.devices is checked value by value.
+            for value in _swept_values(hydra_cfg, "trainer.devices"):
+                check_launch(OmegaConf.merge(trainer_cfg, {"devices": _parse(value)}), hydra_cfg)
+        except ConfigError as err:
+            # Hydra turns exceptions raised by callbacks into warnings; a refused launch must stop here.
+            print(f"\nerror: {err}", file=sys.stderr)
+            raise SystemExit(2) from None
+
+    def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
+        job_finished(config.hydra.runtime.output_dir)
+
+
+def _parse(value: str) -> Any:
+    try:
+        return int(value)
+    except ValueError:
+        return value
+
