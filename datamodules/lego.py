@@ -1,0 +1,479 @@
+"""LEGO part + colour data from a manifest CSV of several sources (seed 004).
+
+The manifest has one row per image: path, part id, colour id, source and (optionally) a group
+column. Column names are configurable (``columns``) and raw source values are mapped onto the
+seed's three sources ``legacy``/``b200c``/``real`` (``source_map``), so a labels file such as
+``/work/shared/data/lego/labels.csv`` (``part_num``, ``color_id_rebrickable``, ``subset``,
+``group_id``) is read without conversion. Either label may be unknown (empty, or one of
+``unknown_values`` such as 9999): it is then stored as -1 and masked from its loss and metric.
+
+Split (seed 1.5): rows of the ``eval_sources`` (real captures) are split 70/15/15 by group, per
+label stratum, with a seeded shuffle; every other source goes 100 % to training. Validation and
+test therefore hold real captures only, and near-duplicates (one ``group_id``) never straddle
+a split. Training draws from a :class:`SourceMixSampler`: per-source weights (real 3.0) or the
+seed's curriculum of source proportions per epoch.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+from collections import Counter, defaultdict
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import albumentations as A
+import cv2
+import numpy as np
+import torch
+from albumentations.pytorch import ToTensorV2
+from torch.utils.data import Dataset, Sampler
+
+from datamodules.augment import seeded_call
+from datamodules.base import SuiteDataModule
+from datamodules.images import read_image
+from datamodules.synthetic import lego as synthetic
+from suite.errors import ConfigError, DataError
+
+SOURCES = ("legacy", "b200c", "real")
+DEFAULT_COLUMNS = {"path": "path", "part": "part_id", "color": "color_id", "source": "source", "group": "group_id"}
+AUGMENT_PRESETS = ("strong", "light", "none")
+# The network normalises (ImageNet mean/std) inside forward, so the exported graph takes plain
+# 0-255 RGB and cannot disagree with training about normalisation.
+SEED_INPUT_SIZE = 224
+
+
+# -- transforms ----------------------------------------------------------------------------
+def build_transform(image_size: int, augment: str = "none", grayscale_p: float = 0.0) -> A.Compose:
+    """Resize to a square, the seed's augmentation (albumentations 2.x names), then a float tensor 0-255.
+
+    ``strong`` is the seed's pipeline 1.4 with its 1.x arguments translated: ShiftScaleRotate ->
+    Affine, GaussNoise var_limit (10, 50) on 0-255 -> std_range of the std as a fraction of 255,
+    CoarseDropout 8 holes of 20 px at 224 -> fractions of the image side. ``light`` keeps only flips
+    and 90-degree turns; ``none`` is the evaluation transform.
+    """
+    if augment not in AUGMENT_PRESETS:
+        raise ConfigError(f"data.augment must be one of {AUGMENT_PRESETS}, got '{augment}'")
+    ops: list[Any] = [A.Resize(height=image_size, width=image_size, interpolation=cv2.INTER_LINEAR)]
+    if augment in ("strong", "light"):
+        ops += [A.RandomRotate90(p=0.5), A.HorizontalFlip(p=0.5)]
+    if augment == "strong":
+        hole = 20 / SEED_INPUT_SIZE
+        ops += [
+            A.Affine(translate_percent=(-0.1, 0.1), scale=(0.8, 1.2), rotate=(-15, 15),
+                     border_mode=cv2.BORDER_REFLECT_101, p=0.5),
+            A.RandomBrightnessContrast(brightness_limit=0.2, contrast_limit=0.2, p=0.5),
+            A.HueSaturationValue(hue_shift_limit=10, sat_shift_limit=20, val_shift_limit=20, p=0.3),
+            A.GaussNoise(std_range=(float(np.sqrt(10) / 255), float(np.sqrt(50) / 255)), p=0.3),
+            A.GaussianBlur(blur_limit=(3, 5), p=0.2),
+            A.CoarseDropout(num_holes_range=(8, 8), hole_height_range=(hole, hole), hole_width_range=(hole, hole),
+                            fill=0, p=0.3),
+        ]
+    if grayscale_p > 0 and augment != "none":
+        ops.append(A.ToGray(num_output_channels=3, p=grayscale_p))
+    ops.append(ToTensorV2())
+    return A.Compose(ops)
+
+
+# -- sampling ------------------------------------------------------------------------------
+class SourceMixSampler(Sampler[int]):
+    """Draw ``num_samples`` indices per epoch (with replacement) so that sources come in set proportions.
+
+    Without a curriculum a source's share is proportional to ``weight * count`` (the seed's sample
+    weights: real 3.0). With a curriculum (a list of ``{"until_epoch": int | None, "mix": {source:
+    fraction}}`` stages) the stage of the current epoch sets the shares directly; sources absent from
+    the data are dropped and the rest renormalised. :meth:`set_epoch` picks the stage; the draw is
+    seeded by ``(seed, epoch)``, so a resumed run draws what the uninterrupted run would have.
+    """
+
+    def __init__(
+        self, sources: Sequence[str], num_samples: int | None = None, source_weights: Mapping[str, float] | None = None,
+        curriculum: Sequence[Mapping[str, Any]] | None = None, seed: int = 0,
+    ):
+        self.sources = list(sources)
+        if not self.sources:
+            raise DataError("the training split is empty")
+        self.num_samples = num_samples or len(self.sources)
+        self.counts = Counter(self.sources)
+        self.source_weights = {s: float(w) for s, w in (source_weights or {}).items()}
+        self.curriculum = [dict(stage) for stage in curriculum] if curriculum else []
+        self.seed = seed
+        self.epoch = 0
+        for i, stage in enumerate(self.curriculum):
+            mix = stage.get("mix")
+            if not isinstance(mix, Mapping) or not mix:
+                raise ConfigError(f"data.curriculum[{i}].mix must map sources to fractions, got {mix!r}")
+            bad = [s for s in mix if s not in SOURCES]
+            if bad or any(float(v) < 0 for v in mix.values()):
+                raise ConfigError(f"data.curriculum[{i}].mix: sources must be {SOURCES} with fractions >= 0, got {mix}")
+        for key, value in self.source_weights.items():
+            if key not in SOURCES or value < 0:
+                raise ConfigError(f"data.source_weights: '{key}: {value}' (sources {SOURCES}, weights >= 0)")
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = int(epoch)
+
+    def stage(self, epoch: int) -> Mapping[str, Any] | None:
+        for stage in self.curriculum:
+            until = stage.get("until_epoch")
+            if until is None or epoch < int(until):
+                return stage
+        return self.curriculum[-1] if self.curriculum else None
+
+    def mix(self, epoch: int | None = None) -> dict[str, float]:
+        """Expected fraction of the epoch's draws from each source present in the data."""
+        epoch = self.epoch if epoch is None else epoch
+        stage = self.stage(epoch)
+        if stage is not None:
+            raw = {s: float(stage["mix"].get(s, 0.0)) for s in self.counts}
+        else:
+            raw = {s: self.source_weights.get(s, 1.0) * n for s, n in self.counts.items()}
+        total = sum(raw.values())
+        if total <= 0:
+            raise ConfigError(f"data sampling gives zero weight to every source present ({sorted(self.counts)})")
+        return {s: v / total for s, v in raw.items()}
+
+    def weights(self, epoch: int | None = None) -> torch.Tensor:
+        mix = self.mix(epoch)
+        return torch.tensor([mix[s] / self.counts[s] for s in self.sources], dtype=torch.double)
+
+    def __iter__(self) -> Iterator[int]:
+        generator = torch.Generator().manual_seed(self.seed * 100_003 + self.epoch)
+        yield from torch.multinomial(self.weights(), self.num_samples, replacement=True, generator=generator).tolist()
+
+    def __len__(self) -> int:
+        return self.num_samples
+
+
+# -- manifest --------------------------------------------------------------------------------
+def _is_unknown(value: str, unknown: set[str]) -> bool:
+    value = value.strip()
+    if value == "" or value in unknown:
+        return True
+    try:  # "9999.0" written by a spreadsheet is still 9999
+        return any(float(value) == float(u) for u in unknown if u.strip())
+    except ValueError:
+        return False
+
+
+def _canonical_id(value: str) -> str:
+    """'14.0' -> '14' (colour ids come back as floats from pandas/spreadsheets); others unchanged."""
+    value = value.strip()
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return str(int(number)) if number.is_integer() else value
+
+
+def read_manifest(
+    path: Path, columns: Mapping[str, str], source_map: Mapping[str, str], unknown_values: Sequence[str],
+) -> list[dict[str, Any]]:
+    """Rows as dicts with ``path`` (absolute), ``part``/``color`` (str or None), ``source``, ``subset``, ``group``."""
+    if not path.is_file():
+        raise DataError(f"manifest not found: {path}")
+    with open(path, newline="", encoding="utf-8-sig") as fh:
+        reader = csv.DictReader(fh)
+        header = reader.fieldnames or []
+        required = [k for k in ("path", "part", "color", "source") if columns.get(k)]
+        missing = [f"{columns[k]} (data.columns.{k})" for k in required if columns[k] not in header]
+        if missing:
+            raise DataError(f"{path}: missing column(s) {', '.join(missing)}; the header has {header}")
+        group_col = columns.get("group")
+        if group_col and group_col not in header:
+            raise DataError(f"{path}: missing group column '{group_col}' (data.columns.group; null = none)")
+        unknown = {str(u) for u in unknown_values}
+        rows = []
+        for line, raw in enumerate(reader, start=2):
+            rel = (raw.get(columns["path"]) or "").strip()
+            if not rel:
+                raise DataError(f"{path}, line {line}: empty '{columns['path']}'")
+            subset = (raw.get(columns["source"]) or "").strip()
+            source = source_map.get(subset, subset)
+            if source not in SOURCES:
+                raise DataError(
+                    f"{path}, line {line}: source '{subset}' is not one of {SOURCES}; map it with "
+                    f"data.source_map (e.g. data.source_map.{subset or '<value>'}=real)"
+                )
+            part = raw.get(columns["part"]) or ""
+            color = raw.get(columns["color"]) or ""
+            image = Path(os.path.expanduser(rel))
+            rows.append({
+                "path": image if image.is_absolute() else path.parent / image,
+                "name": rel,
+                "part": None if _is_unknown(part, unknown) else part.strip(),
+                "color": None if _is_unknown(color, unknown) else _canonical_id(color),
+                "source": source,
+                "subset": subset,
+                "group": (raw.get(group_col) or "").strip() if group_col else "",
+                "line": line,
+            })
+    if not rows:
+        raise DataError(f"{path}: the manifest has no rows")
+    return rows
+
+
+def read_target_parts(path: Path) -> list[str]:
+    lines = [ln.split("#", 1)[0].strip() for ln in path.read_text(encoding="utf-8").splitlines()]
+    parts = [ln for ln in lines if ln]
+    if not parts:
+        raise DataError(f"{path}: no part ids (one per line)")
+    return list(dict.fromkeys(parts))
+
+
+def group_split(
+    rows: list[dict[str, Any]], fractions: Sequence[float], seed: int
+) -> dict[str, list[dict[str, Any]]]:
+    """Split rows into train/val/test by group, stratified by the group's label, with a seeded shuffle.
+
+    Written here because the split must be by group *and* per class with at least one group of a
+    class in validation and test when it has three or more groups (sklearn is not a dependency).
+    """
+    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for i, row in enumerate(rows):
+        groups[row["group"] or f"__row{i}"].append(row)
+    strata: dict[str, list[str]] = defaultdict(list)
+    for key, members in groups.items():
+        labels = Counter(f"part:{r['part']}" if r["part"] is not None else f"color:{r['color']}" for r in members)
+        strata[labels.most_common(1)[0][0]].append(key)
+    rng = np.random.default_rng(seed)
+    out: dict[str, list[dict[str, Any]]] = {"train": [], "val": [], "test": []}
+    _, f_val, f_test = fractions
+    for stratum in sorted(strata):
+        keys = sorted(strata[stratum])
+        rng.shuffle(keys)
+        n = len(keys)
+        n_val = max(1, round(n * f_val)) if n >= 3 else 0
+        n_test = max(1, round(n * f_test)) if n >= 2 else 0
+        n_test = min(n_test, n - 1 - n_val) if n >= 2 else 0
+        for k in keys[:n_test]:
+            out["test"] += groups[k]
+        for k in keys[n_test:n_test + n_val]:
+            out["val"] += groups[k]
+        for k in keys[n_test + n_val:]:
+            out["train"] += groups[k]
+    return out
+
+
+# -- dataset -------------------------------------------------------------------------------
+class LegoDataset(Dataset):
+    def __init__(self, items: list[dict[str, Any]], transform: A.Compose):
+        self.items = items
+        self.transform = transform
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        item = self.items[index]
+        image = seeded_call(self.transform, image=read_image(item["path"]))["image"].float()
+        return {
+            "image": image,
+            "part": torch.tensor(item["part_idx"], dtype=torch.long),
+            "color": torch.tensor(item["color_idx"], dtype=torch.long),
+            "source": item["source"],
+            "subset": item["subset"],
+            "name": item["name"],
+        }
+
+
+class LegoDataModule(SuiteDataModule):
+    def __init__(
+        self,
+        root: str | None = None,
+        manifest: str = "manifest.csv",
+        target_parts: str | None = "target_parts.txt",
+        target_parts_required: bool = False,
+        columns: dict[str, str | None] | None = None,
+        source_map: dict[str, str] | None = None,
+        unknown_values: list[str] | None = None,
+        tasks: list[str] | None = None,
+        split_fractions: list[float] | None = None,
+        eval_sources: list[str] | None = None,
+        image_size: int | None = None,
+        augment: str = "strong",
+        grayscale_p: float = 0.0,
+        sampling: str = "weighted",
+        source_weights: dict[str, float] | None = None,
+        curriculum: list[dict[str, Any]] | None = None,
+        synthetic_dir: str = "data/synthetic",
+        synthetic_size: int = 64,
+        synthetic_real_captures: int = 7,
+        dev_samples: int | None = None,
+        seed: int = 0,
+        batch_size: int = 64,
+        eval_batch_size: int | None = None,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+    ):
+        super().__init__(batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory)
+        self.root = root
+        self.manifest = manifest
+        self.target_parts = target_parts
+        self.target_parts_required = target_parts_required
+        self.columns = {**DEFAULT_COLUMNS, **(dict(columns) if columns else {})}
+        self.source_map = dict(source_map or {})
+        self.unknown_values = [str(v) for v in (unknown_values if unknown_values is not None else ["9999"])]
+        self.tasks = list(tasks or ["part", "color"])
+        if not self.tasks or any(t not in ("part", "color") for t in self.tasks):
+            raise ConfigError(f"data.tasks must be a non-empty subset of [part, color], got {self.tasks}")
+        self.split_fractions = list(split_fractions or [0.7, 0.15, 0.15])
+        if len(self.split_fractions) != 3 or any(f < 0 for f in self.split_fractions) or \
+                abs(sum(self.split_fractions) - 1) > 1e-6:
+            raise ConfigError(f"data.split_fractions must be 3 fractions summing to 1, got {self.split_fractions}")
+        self.eval_sources = list(eval_sources or ["real"])
+        if sampling not in ("weighted", "curriculum", "uniform"):
+            raise ConfigError(f"data.sampling must be weighted, curriculum or uniform, got '{sampling}'")
+        if sampling == "curriculum" and not curriculum:
+            raise ConfigError("data.sampling=curriculum needs data.curriculum (a list of stages)")
+        if augment not in AUGMENT_PRESETS:
+            raise ConfigError(f"data.augment must be one of {AUGMENT_PRESETS}, got '{augment}'")
+        self.image_size_cfg = image_size
+        self.augment, self.grayscale_p = augment, grayscale_p
+        self.sampling = sampling
+        self.source_weights = dict(source_weights or {})
+        self.curriculum = [dict(s) for s in curriculum] if curriculum else None
+        self.synthetic_dir = synthetic_dir
+        self.synthetic_size, self.synthetic_real_captures = synthetic_size, synthetic_real_captures
+        self.dev_samples = dev_samples
+        self.seed = seed
+        self.eval_batch_size = eval_batch_size
+        self.splits: dict[str, list[dict[str, Any]]] = {}
+        self.part_names: list[str] = []
+        self.color_names: list[str] = []
+        self.subsets: list[str] = []
+        self.train_sampler: SourceMixSampler | None = None
+
+    # -- location ----------------------------------------------------------------------------
+    @property
+    def image_size(self) -> int:
+        """The configured size; unset: the synthetic images' size, or the seed's 224 for user data."""
+        if self.image_size_cfg:
+            return int(self.image_size_cfg)
+        return self.synthetic_size if not self.root else SEED_INPUT_SIZE
+
+    def data_root(self) -> Path:
+        if self.root:
+            root = Path(os.path.expanduser(self.root))
+            if not root.is_dir():
+                raise DataError(f"data.root: folder not found: {root}")
+            return root
+        return synthetic.default_dir(self.synthetic_dir, self.synthetic_size, self.seed, self.synthetic_real_captures)
+
+    def manifest_path(self) -> Path:
+        path = Path(os.path.expanduser(self.manifest))
+        return path if path.is_absolute() else self.data_root() / path
+
+    def prepare_data(self) -> None:
+        if not self.root:
+            synthetic.generate(self.data_root(), self.synthetic_size, self.seed,
+                               real_captures=self.synthetic_real_captures)
+
+    # -- reading -----------------------------------------------------------------------------
+    def _filter_targets(self, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str] | None]:
+        if not self.target_parts:
+            return rows, None
+        path = Path(os.path.expanduser(self.target_parts))
+        path = path if path.is_absolute() else self.data_root() / path
+        if not path.is_file():
+            if self.target_parts_required:
+                raise DataError(f"data.target_parts: file not found: {path}")
+            return rows, None
+        targets = read_target_parts(path)
+        self.sources.append((str(path), len(targets)))
+        wanted = set(targets)
+        # Rows of other parts are dropped; rows whose part is unknown still teach the colour head.
+        return [r for r in rows if r["part"] is None or r["part"] in wanted], targets
+
+    def _read(self) -> list[dict[str, Any]]:
+        manifest = self.manifest_path()
+        rows = read_manifest(manifest, self.columns, self.source_map, self.unknown_values)
+        self.sources = [(str(manifest), len(rows))]
+        rows, targets = self._filter_targets(rows)
+        missing = [r for r in rows if not r["path"].is_file()]
+        if missing:
+            listed = ", ".join(f"{r['path']} (line {r['line']})" for r in missing[:3])
+            raise DataError(f"{manifest}: {len(missing)} image(s) not found, e.g. {listed}")
+        if "part" not in self.tasks:
+            for r in rows:
+                r["part"] = None
+        if "color" not in self.tasks:
+            for r in rows:
+                r["color"] = None
+        rows = [r for r in rows if r["part"] is not None or r["color"] is not None]
+        if not rows:
+            raise DataError(f"{manifest}: no row has a known label for data.tasks={self.tasks}")
+        known_parts = {r["part"] for r in rows if r["part"] is not None}
+        self.part_names = [p for p in targets if p in known_parts] if targets else sorted(known_parts)
+        colors = {r["color"] for r in rows if r["color"] is not None}
+        self.color_names = sorted(colors, key=lambda c: (not c.lstrip("-").isdigit(), int(c) if c.isdigit() else 0, c))
+        part_idx = {p: i for i, p in enumerate(self.part_names)}
+        color_idx = {c: i for i, c in enumerate(self.color_names)}
+        for r in rows:
+            r["part_idx"] = part_idx[r["part"]] if r["part"] is not None else -1
+            r["color_idx"] = color_idx[r["color"]] if r["color"] is not None else -1
+        return rows
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.splits:
+            return
+        rows = self._read()
+        evaluated = [r for r in rows if r["source"] in self.eval_sources]
+        if not evaluated:
+            raise DataError(
+                f"{self.manifest_path()}: no rows of the evaluation sources {self.eval_sources} "
+                "(validation and test use real captures only)"
+            )
+        splits = group_split(evaluated, self.split_fractions, self.seed)
+        splits["train"] += [r for r in rows if r["source"] not in self.eval_sources]
+        order = np.random.default_rng(self.seed).permutation(len(splits["train"]))
+        splits["train"] = [splits["train"][i] for i in order]
+        if self.dev_samples:
+            splits["train"] = splits["train"][: self.dev_samples]
+        for name, items in splits.items():
+            if not items:
+                raise DataError(f"the {name} split is empty: {self.manifest_path()} needs more groups of "
+                                f"{self.eval_sources} rows (at least 3 per part or colour)")
+        self.splits = splits
+        self.subsets = sorted({r["subset"] for r in rows})
+
+    # -- outputs -----------------------------------------------------------------------------
+    def label_map(self) -> dict[str, Any]:
+        self.setup()
+        return {
+            "part": {name: i for i, name in enumerate(self.part_names)},
+            "color": {name: i for i, name in enumerate(self.color_names)},
+            "unknown_label_index": -1,
+            "sources": list(SOURCES),
+            "subsets": self.subsets,
+            "image_size": self.image_size,
+        }
+
+    def split_counts(self) -> dict[str, dict[str, int]]:
+        return {name: dict(Counter(r["subset"] for r in items)) for name, items in self.splits.items()}
+
+    # -- loaders -----------------------------------------------------------------------------
+    def dataset(self, split: str, augment: bool | None = None) -> LegoDataset:
+        self.setup()
+        train = split == "train" if augment is None else augment
+        transform = build_transform(self.image_size, self.augment if train else "none", self.grayscale_p)
+        return LegoDataset(self.splits[split], transform)
+
+    def train_dataloader(self):
+        train = self.dataset("train")
+        if self.sampling == "uniform":
+            self.train_sampler = None
+            return self.make_loader(train, shuffle=True, drop_last=len(train) > self.batch_size)
+        self.train_sampler = SourceMixSampler(
+            [r["source"] for r in self.splits["train"]], len(train),
+            source_weights=self.source_weights, curriculum=self.curriculum if self.sampling == "curriculum" else None,
+            seed=self.seed,
+        )
+        return self.make_loader(train, sampler=self.train_sampler, drop_last=len(train) > self.batch_size)
+
+    def val_dataloader(self):
+        return self.make_loader(self.dataset("val"), batch_size=self.eval_batch_size)
+
+    def test_dataloader(self):
+        return self.make_loader(self.dataset("test"), batch_size=self.eval_batch_size)
