@@ -1,0 +1,86 @@
+"""TTA aggregation, event metrics, ECE and probability clustering on hand-checked values."""
+
+from __future__ import annotations
+
+import pandas as pd
+import pytest
+import torch
+
+from lightning_modules.behavior import EventMetrics, aggregate_tta, per_video_breakdown
+from lightning_modules.calibration import max_prob_ece, probability_clusters
+from tools.check_confound import confound_report
+
+CLIPS = torch.tensor([[0.1, 0.2, 0.9, 0.8, 0.6],   # mean 0.52, max 0.9, 3/5 clips >= 0.5
+                      [0.4, 0.4, 0.4, 0.4, 0.9],   # mean 0.50, max 0.9, 1/5
+                      [0.0, 0.0, 0.0, 0.0, 0.0]])
+
+
+def test_tta_aggregation_by_hand() -> None:
+    assert aggregate_tta(CLIPS, "mean").tolist() == pytest.approx([0.52, 0.5, 0.0])
+    assert aggregate_tta(CLIPS, "max").tolist() == pytest.approx([0.9, 0.9, 0.0])
+    assert aggregate_tta(CLIPS, "vote").tolist() == pytest.approx([0.6, 0.2, 0.0])
+    with pytest.raises(ValueError, match="aggregation"):
+        aggregate_tta(CLIPS, "median")
+
+
+def test_ece_max_probability_convention_by_hand() -> None:
+    # confidences 0.9 (right), 0.8 (right), 0.6 (wrong), 0.6 (wrong), 15 bins:
+    # 1/4*|0.9-1| + 1/4*|0.8-1| + 2/4*|0.6-0| = 0.025 + 0.05 + 0.3
+    p = torch.tensor([0.9, 0.2, 0.6, 0.4])
+    t = torch.tensor([1, 0, 0, 1])
+    assert max_prob_ece(p, t) == pytest.approx(0.375, abs=1e-6)
+    assert max_prob_ece(torch.tensor([1.0, 0.0]), torch.tensor([1, 0])) == pytest.approx(0.0, abs=1e-6)
+    # p = 0.9 and 0.1, both tail: both confidences are 0.9 (one bin), accuracy 1/2 -> |0.9 - 0.5| = 0.4.
+    # torchmetrics' binary class bins p itself: 1/2*|0.9-1| + 1/2*|0.1-1| = 0.5, another convention.
+    from torchmetrics.functional.classification import binary_calibration_error
+
+    p, t = torch.tensor([0.9, 0.1]), torch.tensor([1, 1])
+    assert max_prob_ece(p, t) == pytest.approx(0.4, abs=1e-6)
+    assert float(binary_calibration_error(p, t, n_bins=15)) == pytest.approx(0.5, abs=1e-6)
+
+
+def test_event_metrics_by_hand() -> None:
+    metrics = EventMetrics(threshold=0.5, ece_bins=15)
+    # tails: 0.9 (TP), 0.3 (FN); normals: 0.7 (FP), 0.1, 0.2, 0.2 (TN)
+    metrics.update(torch.tensor([0.9, 0.3, 0.7]), torch.tensor([1, 1, 0]))
+    metrics.update(torch.tensor([0.1, 0.2, 0.2]), torch.tensor([0, 0, 0]))
+    out = metrics.compute(cluster_decimals=3)
+    assert out["tail_recall"] == pytest.approx(0.5)
+    assert out["tail_precision"] == pytest.approx(0.5)
+    assert out["tail_f1"] == pytest.approx(0.5)
+    # normal class: precision 3/4, recall 3/4 -> F1 0.75; macro = (0.75 + 0.5) / 2
+    assert out["macro_f1"] == pytest.approx(0.625)
+    # AUC: pairs (tail, normal) ranked right: 0.9 beats 4/4, 0.3 beats 3/4 -> 7/8
+    assert out["roc_auc"] == pytest.approx(0.875)
+    assert out["prob_clusters"] == 0.0
+    metrics.reset()
+    metrics.update(torch.tensor([0.2, 0.3]), torch.tensor([0, 0]))
+    assert torch.isnan(torch.tensor(metrics.compute(3)["roc_auc"]))  # undefined with one class
+
+
+def test_probability_clusters_counts_values_shared_three_times() -> None:
+    probs = [0.1234, 0.1231, 0.1229, 0.5, 0.5, 0.7, 0.7, 0.7, 0.9]
+    assert probability_clusters(probs, decimals=3) == 2  # 0.123 x3, 0.7 x3; 0.5 only twice
+    assert probability_clusters(probs, decimals=4) == 1
+
+
+def test_per_video_breakdown() -> None:
+    rows = [{"video_id": "a", "label": 1, "prob_tail": 0.8}, {"video_id": "a", "label": 0, "prob_tail": 0.6},
+            {"video_id": "b", "label": 0, "prob_tail": 0.1}]
+    out = per_video_breakdown(rows, 0.5)
+    assert out["per_video/a/accuracy"] == pytest.approx(0.5) and out["per_video/a/tail_recall"] == 1.0
+    assert out["per_video/b/events"] == 1.0 and "per_video/b/tail_recall" not in out
+    assert out["per_video/a/mean_prob"] == pytest.approx(0.7)
+
+
+def test_confound_report_flags_video_scoring() -> None:
+    train = pd.DataFrame({"video_id": ["a", "b", "c"]})
+    val = pd.DataFrame({"video_id": ["c", "d"]})
+    # every event of a video gets its video's score: clusters and eta^2 = 1
+    confounded = pd.DataFrame({"video_id": list("aaaabbbb"), "prob_tail": [0.8] * 4 + [0.1] * 4})
+    report = confound_report(train, val, confounded)
+    assert report["prob_clusters"] == 2 and report["video_explained_variance"] == pytest.approx(1.0)
+    assert report["verdict"].startswith("LIKELY") and report["train_val_videos_overlapping"] == 1
+    diverse = pd.DataFrame({"video_id": list("aaaabbbb"), "prob_tail": [0.1, 0.9, 0.3, 0.7, 0.2, 0.8, 0.4, 0.6]})
+    report = confound_report(train, val, diverse)
+    assert report["prob_clusters"] == 0 and report["verdict"].startswith("no sign")
