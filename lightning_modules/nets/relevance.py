@@ -67,9 +67,9 @@ class RelevanceNet(nn.Module):
 
 
 def save_encoder(net: nn.Module, path: str | Path) -> None:
-    from suite.io import atomic_write_bytes
-
     import io
+
+    from suite.io import atomic_write_bytes
 
     buffer = io.BytesIO()
     torch.save({"format": ENCODER_FORMAT, **net.config,
