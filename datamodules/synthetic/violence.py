@@ -1,0 +1,178 @@
+"""Synthetic violence videos in the user layouts the violence DataModule reads.
+
+Two classes that differ only in motion, so a model must look at the sequence, not one frame:
+- violent: two or three blobs moving fast and erratically (random kicks every frame) and pulled
+  towards each other, so they collide and bounce;
+- non-violent: one to three blobs drifting slowly along smooth, nearly straight paths.
+Blob sizes, colours and backgrounds follow the same distributions in both classes.
+
+Layouts:
+- ``split``: ``root/<split>/<class>/*.mp4`` for the splits in ``videos`` (e.g. train/val/test);
+- ``flat``: ``root/<class>/*.mp4`` plus ``labels.csv`` (``path,label,source_group``), where a
+  group is one simulated camera (same background) — the layout of the real surveillance clips.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+from collections.abc import Mapping
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+
+from datamodules.synthetic.common import ensure_generated, params_key
+
+VIOLENT_FOLDER = "Violence"
+NONVIOLENT_FOLDER = "NonViolence"
+
+
+def _background(rng: np.random.Generator, size: int) -> np.ndarray:
+    low = rng.normal(0, 1, (size // 8 + 1, size // 8 + 1, 3)).astype(np.float32)
+    low = cv2.resize(low, (size, size), interpolation=cv2.INTER_CUBIC)
+    return rng.uniform(60, 150, 3).astype(np.float32) + 20 * low
+
+
+def _trajectories(rng: np.random.Generator, violent: bool, n_frames: int, size: int) -> list[np.ndarray]:
+    """Blob centres per frame: ``[n_frames, 2]`` for each blob."""
+    n_blobs = int(rng.integers(2, 4)) if violent else int(rng.integers(1, 4))
+    pos = rng.uniform(0.3 * size, 0.7 * size, (n_blobs, 2))
+    if violent:
+        vel = rng.normal(0, 1, (n_blobs, 2)) * size * 0.06
+    else:
+        angle = rng.uniform(0, 2 * np.pi, n_blobs)
+        speed = rng.uniform(0.004, 0.015, n_blobs) * size
+        vel = np.stack([np.cos(angle), np.sin(angle)], 1) * speed[:, None]
+    out = np.zeros((n_frames, n_blobs, 2))
+    for t in range(n_frames):
+        if violent:
+            centre = pos.mean(0, keepdims=True)
+            vel += rng.normal(0, 1, vel.shape) * size * 0.04 + (centre - pos) * 0.15
+            vel = np.clip(vel, -0.12 * size, 0.12 * size)
+        else:
+            vel = vel * 0.98 + rng.normal(0, 1, vel.shape) * size * 0.0008
+        pos = pos + vel
+        for axis in range(2):  # bounce off the borders
+            low, high = pos[:, axis] < 4, pos[:, axis] > size - 4
+            vel[low | high, axis] *= -1
+            pos[:, axis] = np.clip(pos[:, axis], 4, size - 4)
+        out[t] = pos
+    return [out[:, i] for i in range(n_blobs)]
+
+
+def make_video(rng: np.random.Generator, violent: bool, n_frames: int, size: int,
+               background: np.ndarray | None = None) -> np.ndarray:
+    """uint8 RGB ``[n_frames, size, size, 3]``."""
+    base = _background(rng, size) if background is None else background
+    paths = _trajectories(rng, violent, n_frames, size)
+    colors = rng.uniform(150, 255, (len(paths), 3))
+    radii = rng.uniform(0.07, 0.12, len(paths)) * size
+    frames = np.empty((n_frames, size, size, 3), np.uint8)
+    for t in range(n_frames):
+        frame = base.copy()
+        for path, color, radius in zip(paths, colors, radii, strict=True):
+            x, y = path[t]
+            cv2.circle(frame, (int(x), int(y)), int(radius), color.tolist(), -1, lineType=cv2.LINE_AA)
+        frame += rng.normal(0, 4, frame.shape).astype(np.float32)
+        frames[t] = np.clip(frame, 0, 255).astype(np.uint8)
+    return frames
+
+
+def write_mp4(path: Path, frames: np.ndarray, fps: int) -> None:
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height = frames.shape[2], frames.shape[1]
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": "23", "preset": "veryfast"}
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+
+
+def _labels(rng: np.random.Generator, count: int, violent_fraction: float) -> list[bool]:
+    n_violent = int(round(count * violent_fraction))
+    labels = [True] * n_violent + [False] * (count - n_violent)
+    rng.shuffle(labels)
+    return labels
+
+
+def generate(
+    out_dir: str | Path,
+    videos: Mapping[str, int] | None = None,
+    violent_fraction: float = 0.5,
+    n_frames: int = 32,
+    size: int = 64,
+    fps: int = 15,
+    layout: str = "split",
+    group_size: int = 4,
+    seed: int = 0,
+) -> Path:
+    """Write the dataset (cached by parameters). ``videos`` maps split name to count; the flat
+    layout writes the sum of the counts without split folders."""
+    videos = dict(videos or {"train": 32, "val": 12, "test": 12})
+    if layout not in ("split", "flat"):
+        raise ValueError(f"layout must be 'split' or 'flat', got {layout!r}")
+    if not 0.0 <= violent_fraction <= 1.0:
+        raise ValueError(f"violent_fraction must be in [0, 1], got {violent_fraction}")
+    params = {"task": "violence", "videos": videos, "violent_fraction": violent_fraction, "n_frames": n_frames,
+              "size": size, "fps": fps, "layout": layout, "group_size": group_size, "seed": seed, "version": 1}
+
+    def _write(tmp: Path) -> None:
+        rng = np.random.default_rng(seed)
+        if layout == "split":
+            for split, count in videos.items():
+                for i, violent in enumerate(_labels(rng, count, violent_fraction)):
+                    folder = tmp / split / (VIOLENT_FOLDER if violent else NONVIOLENT_FOLDER)
+                    folder.mkdir(parents=True, exist_ok=True)
+                    write_mp4(folder / f"{split}_{i:04d}.mp4", make_video(rng, violent, n_frames, size), fps)
+            return
+        rows = []
+        labels = _labels(rng, sum(videos.values()), violent_fraction)
+        background = None
+        for i, violent in enumerate(labels):
+            if i % group_size == 0:
+                background = _background(rng, size)
+            folder_name = VIOLENT_FOLDER if violent else NONVIOLENT_FOLDER
+            (tmp / folder_name).mkdir(exist_ok=True)
+            rel = f"{folder_name}/clip_{i:04d}.mp4"
+            write_mp4(tmp / rel, make_video(rng, violent, n_frames, size, background), fps)
+            rows.append({"path": rel, "label": folder_name, "source_group": f"cam{i // group_size:02d}"})
+        with open(tmp / "labels.csv", "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=["path", "label", "source_group"])
+            writer.writeheader()
+            writer.writerows(rows)
+
+    return ensure_generated(out_dir, params, _write)
+
+
+def default_dir(base: str | Path, videos: Mapping[str, int], violent_fraction: float, layout: str,
+                seed: int) -> Path:
+    key = params_key({"videos": dict(videos), "violent": violent_fraction, "layout": layout, "seed": seed})
+    return Path(base) / f"violence-{key}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description="Write synthetic violence videos (root/<split>/<class>/*.mp4, "
+                                                 "or root/<class>/*.mp4 + labels.csv with --layout flat).")
+    parser.add_argument("out", type=Path)
+    parser.add_argument("--train", type=int, default=32)
+    parser.add_argument("--val", type=int, default=12)
+    parser.add_argument("--test", type=int, default=12)
+    parser.add_argument("--violent-fraction", type=float, default=0.5)
+    parser.add_argument("--frames", type=int, default=32)
+    parser.add_argument("--size", type=int, default=64)
+    parser.add_argument("--layout", choices=["split", "flat"], default="split")
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+    videos = {"train": args.train, "val": args.val, "test": args.test}
+    path = generate(args.out, videos, args.violent_fraction, args.frames, args.size, layout=args.layout,
+                    seed=args.seed)
+    print(f"wrote {sum(videos.values())} videos to {path}")
+
+
+if __name__ == "__main__":
+    main()
