@@ -156,6 +156,7 @@ class BehaviorDataModule(SuiteDataModule):
         val_manifest: str | None = None,
         test_manifest: str | None = None,
         manifest: str | None = None,
+        manifest_dir: str | None = None,
         video_root: str | None = None,
         split: str = "intravideo",
         synthetic_dir: str = "data/synthetic",
@@ -188,6 +189,7 @@ class BehaviorDataModule(SuiteDataModule):
             raise ConfigError("data.clips_per_event and data.frames_per_clip must be >= 1")
         self.manifests = {"train": train_manifest, "val": val_manifest, "test": test_manifest}
         self.manifest = manifest
+        self.manifest_dir = manifest_dir
         self.video_root = video_root
         self.split = split
         self.synthetic_dir = synthetic_dir
@@ -221,11 +223,25 @@ class BehaviorDataModule(SuiteDataModule):
                 raise ConfigError(f"data.{missing[0]}_manifest is not set (give all three, or data.manifest "
                                   "with a split column)")
             return {k: Path(v) for k, v in given.items()}
+        if self.manifest_dir is not None:
+            return self._split_files(Path(self.manifest_dir))
         from datamodules.synthetic.behavior import ensure_behavior_dataset
 
-        root = ensure_behavior_dataset(self.synthetic_dir, **self.synthetic)
-        return {"train": root / f"train_{self.split}.csv", "val": root / f"val_{self.split}.csv",
-                "test": root / "test.csv"}
+        return self._split_files(ensure_behavior_dataset(self.synthetic_dir, **self.synthetic))
+
+    def _split_files(self, root: Path) -> dict[str, Path]:
+        """``train_<split>[_<stamp>].csv``, ``val_...`` and ``test[_<stamp>].csv`` in a folder (newest stamp)."""
+        if not root.is_dir():
+            raise DataError(f"data.manifest_dir: folder not found: {root}")
+        out = {}
+        for kind, stem in (("train", f"train_{self.split}"), ("val", f"val_{self.split}"), ("test", "test")):
+            found = sorted(root.glob(f"{stem}.csv")) + sorted(root.glob(f"{stem}_[0-9]*.csv"))
+            if not found:
+                have = sorted(p.name for p in root.glob("*.csv"))
+                raise DataError(f"data.manifest_dir={root}: no {stem}.csv or {stem}_<timestamp>.csv for "
+                                f"data.split={self.split} (CSV files there: {have})")
+            out[kind] = found[-1]
+        return out
 
     def _frames(self, paths: dict[str, Path]) -> dict[str, pd.DataFrame]:
         if "all" not in paths:

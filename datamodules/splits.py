@@ -59,7 +59,11 @@ def _rng(seed: int) -> np.random.Generator:
 def hold_out_videos(
     events: pd.DataFrame, fraction: float, tail_label: str, seed: int, group_column: str = "video_id"
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(rest, held_out): whole groups (videos, or cameras) held out, with at least one tail event held out."""
+    """(rest, held_out): whole groups (videos, or cameras) held out.
+
+    The held-out side gets at least one group with tail events, and so does the rest when two or more
+    groups have tail events, so that both sides can be scored (and trained) on the tail class.
+    """
     groups = sorted(events[group_column].astype(str).unique())
     if len(groups) < 2:
         raise DataError(f"cannot hold out a test set: only {len(groups)} distinct {group_column} value(s)")
@@ -74,10 +78,14 @@ def hold_out_videos(
     target = max(1, int(round(fraction * len(events))))
     chosen, count = [], 0
     sizes = events[group_column].astype(str).value_counts()
+    tail_left = set(with_tail)
     for g in order:
         if count >= target or len(chosen) >= len(groups) - 1:
             break
+        if g in tail_left and len(tail_left) == 1 and chosen:
+            continue  # keep at least one group with tail events on the training side
         chosen.append(g)
+        tail_left.discard(g)
         count += int(sizes[g])
     mask = events[group_column].astype(str).isin(chosen).to_numpy()
     return events[~mask].reset_index(drop=True), events[mask].reset_index(drop=True)

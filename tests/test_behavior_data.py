@@ -128,3 +128,16 @@ def test_single_manifest_with_split_column(tiny_root: Path, tmp_path: Path) -> N
     dm = _dm(manifest=str(tmp_path / "all.csv"))
     dm.setup("fit")
     assert [len(dm.events[s]) for s in ("train", "val", "test")] == [len(f) for f in frames]
+
+
+def test_manifest_dir_picks_the_split_and_newest_stamp(tiny_root: Path, tmp_path: Path) -> None:
+    for name in ("train_old", "val_old", "train_intravideo", "val_intravideo", "test"):
+        df = pd.read_csv(tiny_root / f"{name}.csv")
+        df["video_path"] = [str(tiny_root / p) for p in df["video_path"]]
+        df.to_csv(tmp_path / f"{name}_20260105_162028.csv", index=False)
+        df.iloc[:0].to_csv(tmp_path / f"{name}_20250101_000000.csv", index=False)  # older, empty: must not be used
+    dm = _dm(manifest_dir=str(tmp_path), split="old")
+    dm.setup("fit")
+    assert dm.manifests_used()[0][0].endswith("train_old_20260105_162028.csv")
+    with pytest.raises(DataError, match="train_boosted"):
+        _dm(manifest_dir=str(tmp_path), split="boosted").setup("fit")

@@ -165,6 +165,6 @@ def ensure_behavior_dataset(base_dir: str | Path, **overrides: Any) -> Path:
         from suite.errors import ConfigError
 
         raise ConfigError(f"data.synthetic: unknown key(s) {sorted(unknown)}; known: {sorted(DEFAULTS)}")
-    params = {**DEFAULTS, **overrides, "version": 1}
+    params = {**DEFAULTS, **overrides, "version": 2}
     out = Path(base_dir) / f"behavior-{params_key(params)}"
     return ensure_generated(out, params, lambda tmp: generate(tmp, params))
