@@ -1,0 +1,1 @@
+"""onnxruntime predictors and the HTTP inference services."""
