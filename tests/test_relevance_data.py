@@ -1,0 +1,91 @@
+"""Relevance data: event discovery, sequence cutting, triplet sampling and bad inputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from datamodules.relevance import RelevanceDataModule, TripletDataset, _transform, discover_events
+from datamodules.synthetic import relevance as synthetic
+from suite.errors import DataError
+
+
+def _write_event(folder: Path, n: int, size: tuple[int, int] = (48, 64)) -> None:
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(len(str(folder)))
+    for t in range(n):
+        cv2.imwrite(str(folder / f"f{t:03d}.png"), rng.integers(0, 255, (*size, 3), dtype=np.uint8))
+
+
+@pytest.fixture(scope="module")
+def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return synthetic.generate(tmp_path_factory.mktemp("rel") / "syn", cameras=2, events_per_camera=6, frames=6,
+                              width=96, height=72)
+
+
+def test_triplet_negative_never_from_anchor_event(synthetic_root: Path) -> None:
+    events = discover_events(synthetic_root, 16)
+    ds = TripletDataset(events, _transform(32, False, False))
+    for index in range(len(events)):
+        for _ in range(30):
+            a, p, neg, nf = ds.sample(index)
+            assert neg != index and a != p
+            assert 0 <= nf < len(events[neg].frames)
+
+
+def test_triplet_needs_two_events(synthetic_root: Path) -> None:
+    events = discover_events(synthetic_root, 16)[:1]
+    with pytest.raises(DataError, match="at least 2 events"):
+        TripletDataset(events, _transform(32, False, False))
+
+
+def test_synthetic_layout_labels_and_truth(synthetic_root: Path) -> None:
+    dm = RelevanceDataModule(root=str(synthetic_root), image_size=64, cache_dir=None)
+    dm.setup("fit")
+    events = [e for split in dm.splits.values() for e in split]
+    assert len(events) == 12
+    assert {e.relevant for e in events} == {0, 1}
+    assert all(e.truth is not None for e in events)
+    item = dm.dataset("train")[0]
+    assert item["image"].shape == (3, 64, 64) and item["mask"].shape == (1, 64, 64)
+
+
+def test_cameras_filter_and_max_sequences(synthetic_root: Path) -> None:
+    dm = RelevanceDataModule(root=str(synthetic_root), cameras=["cam01"], max_sequences=4, cache_dir=None)
+    dm.setup("fit")
+    events = [e for split in dm.splits.values() for e in split]
+    assert len(events) == 4 and {e.camera for e in events} == {"cam01"}
+    with pytest.raises(DataError, match="camX"):
+        RelevanceDataModule(root=str(synthetic_root), cameras=["camX"]).setup("fit")
+
+
+def test_long_sequence_is_cut_into_events(tmp_path: Path) -> None:
+    _write_event(tmp_path / "Seq" / "input", 37)
+    events = discover_events(tmp_path, 8)
+    assert [len(e.frames) for e in events] == [8, 8, 8, 8, 5]
+    assert all(e.sequence for e in events)
+    # a trailing single frame joins the previous event
+    assert [len(e.frames) for e in discover_events(tmp_path, 12)] == [12, 12, 13]
+
+
+def test_event_with_one_frame_is_an_error(tmp_path: Path) -> None:
+    _write_event(tmp_path / "cam" / "e1", 3)
+    _write_event(tmp_path / "cam" / "e2", 1)
+    with pytest.raises(DataError, match="e2 has only one frame"):
+        discover_events(tmp_path, 16)
+
+
+def test_unreadable_frame_and_size_mismatch_fail_in_setup(tmp_path: Path) -> None:
+    for i in range(3):
+        _write_event(tmp_path / "cam" / f"e{i}", 3)
+    (tmp_path / "cam" / "e1" / "f001.png").write_bytes(b"broken")
+    with pytest.raises(DataError, match="f001.png"):
+        RelevanceDataModule(root=str(tmp_path), cache_dir=None).setup("fit")
+    _write_event(tmp_path / "cam2" / "e0", 2)
+    (tmp_path / "cam" / "e1" / "f001.png").unlink()
+    cv2.imwrite(str(tmp_path / "cam2" / "e0" / "f009.png"), np.zeros((10, 10, 3), np.uint8))
+    with pytest.raises(DataError, match="differ in size"):
+        RelevanceDataModule(root=str(tmp_path), cache_dir=None).setup("fit")
