@@ -1,0 +1,136 @@
+"""Class-gap alerts with the violence preset's thresholds, and the early-decision rule."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+from unittest.mock import MagicMock
+
+import pytest
+import torch
+from omegaconf import OmegaConf
+
+from callbacks import ClassGap
+from callbacks.early_decision import EarlyDecision
+
+CONF = Path(__file__).resolve().parents[1] / "conf" / "callbacks" / "violence.yaml"
+
+
+def trainer(epoch: int = 0, **metrics: float) -> SimpleNamespace:
+    return SimpleNamespace(sanity_checking=False, should_stop=False, current_epoch=epoch,
+                           callback_metrics={k.replace("__", "/"): torch.tensor(v) for k, v in metrics.items()})
+
+
+def module() -> MagicMock:
+    m = MagicMock()
+    m.device = torch.device("cpu")
+    m.class_names = ["non_violent", "violent"]
+    return m
+
+
+def preset_class_gap() -> ClassGap:
+    node = OmegaConf.load(CONF).class_gap
+    return ClassGap(class_names=list(node.class_names), warn=node.warn, critical=node.critical)
+
+
+def run_gap(cb: ClassGap, preds: list[int], target: list[int]) -> tuple[SimpleNamespace, MagicMock]:
+    tr, mod = trainer(), module()
+    cb.on_validation_epoch_start(tr, mod)
+    cb.on_validation_batch_end(tr, mod, {"preds": torch.tensor(preds), "target": torch.tensor(target)}, None, 0)
+    cb.on_validation_epoch_end(tr, mod)
+    return tr, mod
+
+
+def test_preset_thresholds_are_the_seeds() -> None:
+    cb = preset_class_gap()
+    assert (cb.warn, cb.critical) == (15.0, 25.0)
+
+
+def test_class_gap_critical_like_the_failed_model(capsys) -> None:
+    # seed's failed model: violent 23 %, non-violent 86 % -> gap 63 points
+    target = [1] * 100 + [0] * 100
+    preds = [1] * 23 + [0] * 77 + [0] * 86 + [1] * 14
+    cb = preset_class_gap()
+    _, mod = run_gap(cb, preds, target)
+    assert cb.level == "critical" and cb.last_gap == pytest.approx(63.0)
+    assert "CRITICAL class gap 63.0" in capsys.readouterr().out
+    logged = {c.args[0]: float(c.args[1]) for c in mod.log.call_args_list}
+    assert logged["val/acc_violent"] == pytest.approx(23.0)
+    assert logged["val/acc_non_violent"] == pytest.approx(86.0)
+
+
+def test_class_gap_warns_between_15_and_25(capsys) -> None:
+    target = [1] * 10 + [0] * 10
+    preds = [1] * 7 + [0] * 3 + [0] * 9 + [1] * 1  # 70 % vs 90 %
+    cb = preset_class_gap()
+    run_gap(cb, preds, target)
+    assert cb.level == "warn" and "class gap warning: 20.0" in capsys.readouterr().out
+
+
+def test_class_gap_silent_when_balanced(capsys) -> None:
+    target = [1] * 10 + [0] * 10
+    preds = [1] * 9 + [0] * 1 + [0] * 9 + [1] * 1
+    cb = preset_class_gap()
+    run_gap(cb, preds, target)
+    assert cb.level == "ok" and "gap" not in capsys.readouterr().out
+
+
+def test_early_decision_stops_a_doomed_run(capsys) -> None:
+    cb = EarlyDecision(threshold=70.0, by_epoch=20)
+    for epoch in range(19):
+        tr = trainer(epoch, val__acc_violent=45.0)
+        cb.on_validation_end(tr, module())
+        assert not tr.should_stop and cb.decision is None
+    tr = trainer(19, val__acc_violent=55.0)
+    cb.on_validation_end(tr, module())
+    assert tr.should_stop and cb.decision == "stop"
+    out = capsys.readouterr().out
+    assert "early decision at epoch 20" in out and "55.00" in out and "stopping" in out
+
+
+def test_early_decision_lets_a_learning_run_continue(capsys) -> None:
+    cb = EarlyDecision(threshold=70.0, by_epoch=20)
+    tr = trainer(19, val__acc_violent=85.0)
+    cb.on_validation_end(tr, module())
+    assert not tr.should_stop and cb.decision == "continue"
+    assert "continue training" in capsys.readouterr().out
+    tr = trainer(25, val__acc_violent=10.0)  # decided once: later epochs are not judged again
+    cb.on_validation_end(tr, module())
+    assert not tr.should_stop
+
+
+def test_early_decision_best_so_far_or_current_value() -> None:
+    best = EarlyDecision(threshold=70.0, by_epoch=3, use_best=True)
+    current = EarlyDecision(threshold=70.0, by_epoch=3, use_best=False)
+    for cb in (best, current):
+        for epoch, value in enumerate([50.0, 80.0, 60.0]):
+            cb.on_validation_end(trainer(epoch, val__acc_violent=value), module())
+    assert best.decision == "continue" and current.decision == "stop"
+
+
+def test_early_decision_warn_only_and_state_roundtrip() -> None:
+    cb = EarlyDecision(threshold=70.0, by_epoch=1, stop=False)
+    tr = trainer(0, val__acc_violent=30.0)
+    cb.on_validation_end(tr, module())
+    assert cb.decision == "stop" and not tr.should_stop
+    other = EarlyDecision()
+    other.load_state_dict(cb.state_dict())
+    assert other.decision == "stop" and other.best == pytest.approx(30.0)
+
+
+def test_early_decision_ignores_sanity_check_and_missing_metric() -> None:
+    cb = EarlyDecision(by_epoch=1)
+    tr = trainer(0, val__acc_violent=0.0)
+    tr.sanity_checking = True
+    cb.on_validation_end(tr, module())
+    assert cb.decision is None
+    tr = trainer(0)
+    cb.on_validation_end(tr, module())
+    assert cb.decision is None and not tr.should_stop
+
+
+def test_early_decision_rejects_bad_settings() -> None:
+    with pytest.raises(ValueError, match="mode"):
+        EarlyDecision(mode="best")
+    with pytest.raises(ValueError, match="by_epoch"):
+        EarlyDecision(by_epoch=0)
