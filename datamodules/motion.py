@@ -8,8 +8,8 @@ then compared with the background after a global brightness compensation (so a l
 on is not motion), thresholded on the largest colour-channel difference, cleaned with morphology
 and split into connected components (regions).
 
-All work runs on whole stacks (frames as channels of one OpenCV image, numpy along the time
-axis) at ``max_side`` resolution; the masks are scaled back to the frames' size. Results are
+All work runs at ``max_side`` resolution with OpenCV per frame (single-pass C loops) and numpy
+along the time axis; the masks are scaled back to the frames' size. Results are
 cached per event (:class:`MotionCache`), keyed by the frame files and the detector's settings.
 """
 
@@ -27,9 +27,6 @@ import numpy as np
 
 from datamodules.images import read_image
 from suite.errors import DataError
-
-# OpenCV 5 images hold at most 128 channels; stacks of frames are filtered in chunks of this many
-CV_MAX_CHANNELS = 128
 
 
 @dataclass
@@ -146,16 +143,6 @@ class MotionDetector:
         out = [cv2.resize(frame, (width, height), interpolation=interpolation) for frame in stack]
         return np.stack([o[:, :, None] if o.ndim == 2 else o for o in out])
 
-    @staticmethod
-    def _per_plane(stack: np.ndarray, fn) -> np.ndarray:
-        """Apply a 2-D OpenCV filter to [H, W, N] in chunks OpenCV accepts."""
-        n = stack.shape[2]
-        parts = []
-        for i in range(0, n, CV_MAX_CHANNELS):
-            out = fn(np.ascontiguousarray(stack[:, :, i:i + CV_MAX_CHANNELS]))
-            parts.append(out[:, :, None] if out.ndim == 2 else out)
-        return np.concatenate(parts, axis=2)
-
     # -- background ----------------------------------------------------------------------
     def background(self, frames: np.ndarray | Sequence[np.ndarray]) -> np.ndarray:
         """Per-pixel median of the least active frames, [H, W, 3] uint8 at the frames' size."""
@@ -166,28 +153,31 @@ class MotionDetector:
 
     def _background(self, work: np.ndarray) -> np.ndarray:
         t, h, w, _ = work.shape
-        gray = work.mean(axis=3, dtype=np.float32).transpose(1, 2, 0)  # H, W, T
+        gray = np.stack([cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in work])
         gap = max(1, min(self.activity_gap, t - 1))
-        step = np.abs(gray[:, :, gap:] - gray[:, :, :-gap])
+        step = cv2.absdiff(gray[gap:].reshape(-1, w), gray[:-gap].reshape(-1, w)).reshape(t - gap, h, w)
         # a frame is active where it differs from the frame before *or* after it
         activity = np.zeros_like(gray)
-        activity[:, :, gap:] = step
-        activity[:, :, :-gap] = np.maximum(activity[:, :, :-gap], step)
+        activity[gap:] = step
+        activity[:-gap] = np.maximum(activity[:-gap], step)
         k = _odd(max(1, self.activity_kernel))
         # per-block choice on a 4x coarser grid: the box filter already pools that far
-        coarse = self._per_plane(activity, lambda a: cv2.blur(a, (k, k)))[::4, ::4]
+        coarse = np.stack([cv2.blur(a, (k, k))[::4, ::4] for a in activity])
         n = max(1, int(round(t * self.background_fraction)))
         if n < t:
-            kth = np.partition(coarse, n - 1, axis=2)[:, :, n - 1:n]
-            chosen = (coarse <= kth).astype(np.float32)
+            kth = np.partition(coarse, n - 1, axis=0)[n - 1]
+            chosen = (coarse <= kth[None]).astype(np.uint8)
         else:
             chosen = np.ones_like(coarse)
-        chosen = chosen.repeat(4, axis=0).repeat(4, axis=1)[:h, :w]
-        # mean of the chosen frames: they are the still ones, so mean and median agree, and the
+        # mean of the chosen frames: they are the still ones, so mean and median agree, and a
         # weighted mean needs no per-pixel sort
-        weights = chosen.transpose(2, 0, 1)[..., None]
-        total = (work.astype(np.float32) * weights).sum(axis=0)
-        return np.clip(total / np.maximum(weights.sum(axis=0), 1.0) + 0.5, 0, 255).astype(np.uint8)
+        total = np.zeros((h, w, 3), np.float32)
+        count = np.zeros((h, w), np.float32)
+        for frame, pick in zip(work, chosen, strict=True):
+            full = pick.repeat(4, axis=0).repeat(4, axis=1)[:h, :w]
+            cv2.accumulate(frame, total, mask=full)
+            count += full
+        return cv2.convertScaleAbs(total / np.maximum(count, 1.0)[..., None])
 
     # -- detection -----------------------------------------------------------------------
     def frame_masks(
@@ -204,31 +194,34 @@ class MotionDetector:
             if background.shape != stack.shape[1:]:
                 raise DataError(f"background {background.shape} does not match the frames {stack.shape[1:]}")
             bg = self._resize_stack(background[None], wh, ww, cv2.INTER_AREA)[0]
-        if self.blur:
-            kb = _odd(self.blur)
-            planes = work.transpose(1, 2, 0, 3).reshape(wh, ww, t * 3)
-            planes = self._per_plane(planes, lambda a: cv2.GaussianBlur(a, (kb, kb), 0))
-            work = planes.reshape(wh, ww, t, 3).transpose(2, 0, 1, 3)
-            bg = cv2.GaussianBlur(bg, (kb, kb), 0)
-        diff = work.astype(np.int16) - bg.astype(np.int16)[None]
         if self.compensate_brightness:
-            # robust global shift per frame and channel (median over a sparse grid of pixels)
-            shift = np.median(diff[:, ::4, ::4].reshape(t, -1, 3), axis=1)
-            diff = diff - shift.round().astype(np.int16)[:, None, None, :]
-        masks = (np.abs(diff).max(axis=3) > self.threshold).astype(np.uint8)  # T, h, w
-        planes = masks.transpose(1, 2, 0)
-        if self.open_kernel:
-            kernel = np.ones((self.open_kernel, self.open_kernel), np.uint8)
-            planes = self._per_plane(planes, lambda a: cv2.morphologyEx(a, cv2.MORPH_OPEN, kernel))
-        if self.close_kernel:
-            kernel = np.ones((self.close_kernel, self.close_kernel), np.uint8)
-            planes = self._per_plane(planes, lambda a: cv2.morphologyEx(a, cv2.MORPH_CLOSE, kernel))
-        coverage = planes.mean(axis=(0, 1))
-        planes = planes * (coverage <= self.max_frame_coverage)[None, None, :].astype(np.uint8)
-        if (wh, ww) != (height, width):
-            planes = self._per_plane(planes, lambda a: cv2.resize(a, (width, height),
-                                                                  interpolation=cv2.INTER_NEAREST))
-        return planes.reshape(height, width, t).transpose(2, 0, 1).astype(bool)
+            # robust global shift per frame and channel (median over a sparse grid of pixels),
+            # applied to the background so the frames stay uint8
+            grid = work[:, ::8, ::8].reshape(t, -1, 3).astype(np.int16) - bg[::8, ::8].reshape(1, -1, 3)
+            shifts = np.median(grid, axis=1).round()
+        kb = _odd(self.blur) if self.blur else 0
+        open_k = np.ones((self.open_kernel, self.open_kernel), np.uint8) if self.open_kernel else None
+        close_k = np.ones((self.close_kernel, self.close_kernel), np.uint8) if self.close_kernel else None
+        limit = self.max_frame_coverage * wh * ww
+        masks = np.zeros((t, height, width), bool)
+        for i, frame in enumerate(work):
+            ref = cv2.add(bg, tuple(float(v) for v in shifts[i]) + (0.0,)) if self.compensate_brightness else bg
+            diff = cv2.absdiff(frame, ref)
+            diff = np.maximum(np.maximum(diff[..., 0], diff[..., 1]), diff[..., 2])
+            if kb:
+                # blurring the difference (one channel) instead of frame and background (three each)
+                diff = cv2.GaussianBlur(diff, (kb, kb), 0)
+            mask = cv2.threshold(diff, self.threshold, 1, cv2.THRESH_BINARY)[1]
+            if open_k is not None:
+                mask = cv2.morphologyEx(mask, cv2.MORPH_OPEN, open_k)
+            if close_k is not None:
+                mask = cv2.morphologyEx(mask, cv2.MORPH_CLOSE, close_k)
+            if cv2.countNonZero(mask) > limit:
+                continue  # a global change (lights, camera gain), not motion
+            if (wh, ww) != (height, width):
+                mask = cv2.resize(mask, (width, height), interpolation=cv2.INTER_NEAREST)
+            masks[i] = mask.view(bool)
+        return masks
 
     def regions(self, mask: np.ndarray) -> tuple[np.ndarray, list[Region]]:
         """Connected components of ``mask`` above the minimum area -> (label image, regions)."""
