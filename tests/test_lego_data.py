@@ -1,0 +1,151 @@
+"""LEGO data: manifest reading, column/source mapping, unknown labels, the group split, pipelines."""
+
+from __future__ import annotations
+
+import csv
+import warnings
+from collections import Counter
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from datamodules.lego import AUGMENT_PRESETS, LegoDataModule, build_transform
+from datamodules.synthetic import lego as synthetic
+from suite.errors import ConfigError, DataError
+
+
+@pytest.fixture(scope="module")
+def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return synthetic.generate(tmp_path_factory.mktemp("lego") / "syn", size=32, seed=3, real_captures=7)
+
+
+def _groups(rows: list[dict]) -> set[str]:
+    return {r["group"] for r in rows}
+
+
+def test_split_keeps_real_only_in_val_and_test_and_groups_apart(synthetic_root: Path) -> None:
+    dm = LegoDataModule(root=str(synthetic_root), seed=1)
+    dm.setup("fit")
+    for split in ("val", "test"):
+        assert dm.splits[split] and {r["source"] for r in dm.splits[split]} == {"real"}
+    assert {"legacy", "b200c", "real"} <= {r["source"] for r in dm.splits["train"]}
+    train, val, test = (_groups(dm.splits[s]) for s in ("train", "val", "test"))
+    assert not (train & val) and not (train & test) and not (val & test)
+    real = [r for r in dm.splits["train"] if r["source"] == "real"]
+    n_real = len(real) + len(dm.splits["val"]) + len(dm.splits["test"])
+    assert 0.55 < len(real) / n_real < 0.8  # 70 % of the real captures train, by group
+    # every legacy and b200c row is used for training
+    manifest = list(csv.DictReader(open(synthetic_root / "manifest.csv")))
+    synthetic_rows = [r for r in manifest if r["source"] != "real" and r["part_id"] != "99999"]
+    assert sum(r["source"] != "real" for r in dm.splits["train"]) == len(synthetic_rows)
+
+
+def test_target_parts_filter_and_unknown_labels(synthetic_root: Path) -> None:
+    dm = LegoDataModule(root=str(synthetic_root), seed=0)
+    dm.setup()
+    assert "99999" not in dm.part_names and dm.part_names == list(synthetic.PARTS)
+    every = [r for split in dm.splits.values() for r in split]
+    assert all(r["part"] != "99999" for r in every)
+    b200c = [r for r in every if r["source"] == "b200c"]
+    assert b200c and all(r["color_idx"] == -1 for r in b200c)  # 9999 = unknown colour
+    assert any(r["part_idx"] == -1 and r["color_idx"] >= 0 for r in every)  # colour-only captures kept
+    label_map = dm.label_map()
+    assert label_map["part"] == {p: i for i, p in enumerate(dm.part_names)}
+    # without the target list every part is kept
+    dm_all = LegoDataModule(root=str(synthetic_root), target_parts=None)
+    dm_all.setup()
+    assert "99999" in dm_all.part_names
+
+
+def _write_real_like(root: Path, n_groups: int = 4) -> None:
+    """A labels.csv shaped like the shared real data: other column names, subsets, partial labels."""
+    rng = np.random.default_rng(0)
+    rows = []
+    for subset, part, color in (("parts_real", "3001", ""), ("parts_real", "3003", ""),
+                                ("colors_real", "", "14"), ("colors_real", "", "4.0"),
+                                ("red_parts_render", "3001", "4")):
+        for g in range(n_groups):
+            for k in range(2):
+                rel = f"{subset}/{part or color}/{g}_{k}.png"
+                (root / rel).parent.mkdir(parents=True, exist_ok=True)
+                cv2.imwrite(str(root / rel), rng.integers(0, 255, (20, 24, 3), dtype=np.uint8))
+                rows.append({"path": rel, "subset": subset, "part_num": part, "color_id_rebrickable": color,
+                             "group_id": f"{subset}:{part or color}:{g}"})
+    with open(root / "labels.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+REAL_COLUMNS = {"part": "part_num", "color": "color_id_rebrickable", "source": "subset", "group": "group_id"}
+REAL_MAP = {"parts_real": "real", "colors_real": "real", "red_parts_render": "legacy"}
+
+
+def test_configurable_columns_subset_map_and_partial_labels(tmp_path: Path) -> None:
+    _write_real_like(tmp_path)
+    dm = LegoDataModule(root=str(tmp_path), manifest="labels.csv", columns=REAL_COLUMNS, source_map=REAL_MAP,
+                        image_size=16, seed=0)
+    dm.setup()
+    assert dm.part_names == ["3001", "3003"] and dm.color_names == ["4", "14"]  # "4.0" read as colour 4
+    every = [r for split in dm.splits.values() for r in split]
+    assert {r["subset"] for r in every} == set(REAL_MAP)
+    parts_only = [r for r in every if r["subset"] == "parts_real"]
+    assert all(r["color_idx"] == -1 and r["part_idx"] >= 0 for r in parts_only)
+    colors_only = [r for r in every if r["subset"] == "colors_real"]
+    assert all(r["part_idx"] == -1 and r["color_idx"] >= 0 for r in colors_only)
+    assert {r["subset"] for r in dm.splits["test"]} <= {"parts_real", "colors_real"}
+    # each (stratum) part / colour reaches validation and test
+    for split in ("val", "test"):
+        labels = Counter(r["part"] or r["color"] for r in dm.splits[split])
+        assert set(labels) == {"3001", "3003", "14", "4"}
+    batch = next(iter(dm.test_dataloader()))
+    assert batch["image"].shape[1:] == (3, 16, 16) and batch["image"].max() > 1.0  # 0-255, not normalised
+
+
+def test_manifest_errors_name_the_culprit(tmp_path: Path) -> None:
+    _write_real_like(tmp_path)
+    with pytest.raises(DataError, match="part_id"):  # default column names do not match this file
+        LegoDataModule(root=str(tmp_path), manifest="labels.csv").setup()
+    with pytest.raises(DataError, match="source_map"):  # a subset without a mapping
+        LegoDataModule(root=str(tmp_path), manifest="labels.csv", columns=REAL_COLUMNS,
+                       source_map={"parts_real": "real"}).setup()
+    (tmp_path / "parts_real" / "3001" / "0_0.png").unlink()
+    with pytest.raises(DataError, match="0_0.png"):
+        LegoDataModule(root=str(tmp_path), manifest="labels.csv", columns=REAL_COLUMNS, source_map=REAL_MAP).setup()
+    with pytest.raises(DataError, match="target_parts"):
+        LegoDataModule(root=str(tmp_path), manifest="labels.csv", columns=REAL_COLUMNS, source_map=REAL_MAP,
+                       target_parts="nope.txt", target_parts_required=True).setup()
+    with pytest.raises(ConfigError):
+        LegoDataModule(sampling="curriculum", curriculum=None)
+
+
+def test_dev_samples_limits_training_items(synthetic_root: Path) -> None:
+    dm = LegoDataModule(root=str(synthetic_root), dev_samples=10)
+    dm.setup()
+    assert len(dm.splits["train"]) == 10 and len(dm.splits["val"]) > 0
+
+
+@pytest.mark.parametrize("augment", AUGMENT_PRESETS)
+@pytest.mark.parametrize("grayscale_p", [0.0, 0.5])
+def test_every_pipeline_builds_and_runs_without_warnings(augment: str, grayscale_p: float) -> None:
+    # albumentations 2.x only warns about 1.x argument names and then ignores them
+    image = np.random.default_rng(0).integers(0, 255, (50, 70, 3), dtype=np.uint8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        transform = build_transform(48, augment, grayscale_p)
+        for seed in range(8):
+            transform.set_random_seed(seed)
+            out = transform(image=image)["image"]
+    assert tuple(out.shape) == (3, 48, 48)
+
+
+def test_strong_pipeline_matches_the_seed_settings() -> None:
+    import albumentations as A
+
+    ops = {type(t).__name__: t for t in build_transform(224, "strong").transforms}
+    assert ops["GaussNoise"].std_range == pytest.approx((np.sqrt(10) / 255, np.sqrt(50) / 255))
+    assert ops["CoarseDropout"].num_holes_range == (8, 8)
+    assert isinstance(ops["Affine"], A.Affine) and ops["Affine"].p == 0.5
+    assert ops["HueSaturationValue"].p == 0.3 and ops["GaussianBlur"].p == 0.2
