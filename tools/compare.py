@@ -259,28 +259,37 @@ def _colors(groups: list[str]) -> dict[str, Any]:
 
 
 def plot_bars(summary: list[dict[str, Any]], groups: list[str], metrics: list[str], out: Path) -> str | None:
+    """One small panel per metric (each on its own scale): a bar per experiment, mean ± std, seeds as dots."""
     import matplotlib.pyplot as plt
 
-    shown = [m for m in metrics if not _lower_is_better(m)][:8] or metrics[:8]
+    shown = metrics[:12]
     if not shown:
         return None
     lookup = {(row["experiment"], row["metric"]): row for row in summary}
     colors = _colors(groups)
-    fig, ax = plt.subplots(figsize=(max(6, 1.3 * len(shown) * max(1, len(groups)) / 2), 4))
-    width = 0.8 / max(1, len(groups))
-    for i, group in enumerate(groups):
-        xs = [j + (i - (len(groups) - 1) / 2) * width for j in range(len(shown))]
-        rows = [lookup[(group, m)] for m in shown]
-        means = [r["mean"] if math.isfinite(r["mean"]) else 0.0 for r in rows]
-        stds = [r["std"] if math.isfinite(r["std"]) else 0.0 for r in rows]
-        ax.bar(xs, means, width, yerr=stds, capsize=3, label=group, color=colors[group])
-        for x, r in zip(xs, rows, strict=True):  # the seeds themselves, so the spread is visible
-            ax.scatter([x] * len(r["values"]), r["values"], color="black", s=8, zorder=3)
-    ax.set_xticks(range(len(shown)), shown, rotation=30, ha="right")
-    ax.set_ylabel("mean ± std over seeds")
-    ax.set_title("Key metrics per experiment")
-    ax.grid(axis="y", alpha=0.3)
-    ax.legend(fontsize=8)
+    cols = min(4, len(shown))
+    rows_n = math.ceil(len(shown) / cols)
+    fig, axes = plt.subplots(rows_n, cols, figsize=(3.2 * cols, 2.8 * rows_n), squeeze=False)
+    for ax, metric in zip(axes.flat, shown, strict=False):
+        for i, group in enumerate(groups):
+            r = lookup[(group, metric)]
+            mean = r["mean"] if math.isfinite(r["mean"]) else 0.0
+            std = r["std"] if math.isfinite(r["std"]) else 0.0
+            ax.bar(i, mean, 0.7, yerr=std, capsize=3, color=colors[group], label=group)
+            ax.scatter([i] * len(r["values"]), r["values"], color="black", s=10, zorder=3)
+        values = [v for g in groups for v in lookup[(g, metric)]["values"] if math.isfinite(v)]
+        if values and min(values) >= 0:
+            ax.set_ylim(0, max(max(values) * 1.15, 1e-3 if max(values) > 0 else 1.0))
+        ax.set_title(metric + (" (lower is better)" if _lower_is_better(metric) else ""), fontsize=9)
+        ax.set_xticks([])
+        ax.grid(axis="y", alpha=0.3)
+    for ax in list(axes.flat)[len(shown):]:
+        ax.axis("off")
+    handles = [plt.Rectangle((0, 0), 1, 1, color=colors[g]) for g in groups]
+    fig.legend(handles, groups, loc="lower center", ncol=min(4, len(groups)), fontsize=9,
+               bbox_to_anchor=(0.5, -0.02 - 0.03 * math.ceil(len(groups) / 4)))
+    fig.suptitle("Key metrics per experiment: mean ± std over seeds (dots: seeds)")
+    fig.tight_layout()
     name = _save(fig, out / "metrics_bars.png")
     plt.close(fig)
     return name
