@@ -89,3 +89,27 @@ def test_unreadable_frame_and_size_mismatch_fail_in_setup(tmp_path: Path) -> Non
     cv2.imwrite(str(tmp_path / "cam2" / "e0" / "f009.png"), np.zeros((10, 10, 3), np.uint8))
     with pytest.raises(DataError, match="differ in size"):
         RelevanceDataModule(root=str(tmp_path), cache_dir=None).setup("fit")
+
+
+def test_labels_make_irrelevant_events_empty_targets(synthetic_root: Path) -> None:
+    dm = RelevanceDataModule(root=str(synthetic_root), image_size=48, use_labels=True, augment=False, cache_dir=None)
+    dm.setup("fit")
+    ds = dm.dataset("val")
+    seen = set()
+    for i, event in enumerate(ds.events):
+        item = ds[i]
+        if event.relevant == 0:
+            assert item["mask"].sum() == 0
+        seen.add(event.relevant)
+    plain = RelevanceDataModule(root=str(synthetic_root), image_size=48, augment=False, cache_dir=None)
+    plain.setup("fit")
+    # without labels the same irrelevant events keep their motion pseudo-labels
+    assert any(plain.dataset("train")[i]["mask"].sum() > 0 for i, e in enumerate(plain.splits["train"])
+               if e.relevant == 0)
+
+
+def test_labels_csv_bad_value_names_the_row(tmp_path: Path, synthetic_root: Path) -> None:
+    bad = tmp_path / "labels.csv"
+    bad.write_text("event_id,relevant\ncam00/event0000,yes\n")
+    with pytest.raises(DataError, match="row 2"):
+        RelevanceDataModule(root=str(synthetic_root), labels_csv=str(bad), cache_dir=None).setup("fit")
