@@ -200,7 +200,9 @@ class EventDataset(Dataset):
     def __getitem__(self, index: int) -> dict[str, Any]:
         event, result = self.events[index], self.motion[index]
         n = len(event.frames)
-        picks = np.unique(np.linspace(0, n - 1, min(n, self.frames_per_event)).round().astype(int))
+        middle = n // 2
+        # the middle frame is always scored: its motion mask is the pixel-level target
+        picks = np.unique(np.append(np.linspace(0, n - 1, min(n, self.frames_per_event)).round().astype(int), middle))
         frames = torch.stack([self.transform(image=read_image(event.frames[k]))["image"] for k in picks])
         h, w = result.labels.shape
         sx, sy = self.size / w, self.size / h
@@ -215,11 +217,10 @@ class EventDataset(Dataset):
                 relevant = int(truth[result.labels == r.id].mean() >= REGION_TRUTH_OVERLAP)
             regions.append({"id": r.id, "box": (x * sx, y * sy, bw * sx, bh * sy), "area": r.area,
                             "relevant": relevant})
-        middle = n // 2
         mask = cv2.resize(result.frame_masks[middle].astype(np.uint8), (self.size, self.size),
                           interpolation=cv2.INTER_NEAREST)
         motion = cv2.resize(result.mask.astype(np.uint8), (self.size, self.size), interpolation=cv2.INTER_NEAREST)
-        return {"event_id": event.event_id, "frames": frames, "middle": int(np.searchsorted(picks, middle)),
+        return {"event_id": event.event_id, "frames": frames, "middle": int(np.flatnonzero(picks == middle)[0]),
                 "mask": torch.from_numpy(mask)[None].float(), "motion": torch.from_numpy(motion),
                 "labels": torch.from_numpy(labels), "regions": regions,
                 "event_relevant": -1 if event.relevant is None else event.relevant}

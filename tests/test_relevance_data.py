@@ -7,6 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+import torch
 
 from datamodules.relevance import RelevanceDataModule, TripletDataset, _transform, discover_events
 from datamodules.synthetic import relevance as synthetic
@@ -113,3 +114,16 @@ def test_labels_csv_bad_value_names_the_row(tmp_path: Path, synthetic_root: Path
     bad.write_text("event_id,relevant\ncam00/event0000,yes\n")
     with pytest.raises(DataError, match="row 2"):
         RelevanceDataModule(root=str(synthetic_root), labels_csv=str(bad), cache_dir=None).setup("fit")
+
+
+def test_event_item_scores_the_middle_frame_against_its_mask(synthetic_root: Path) -> None:
+    dm = RelevanceDataModule(root=str(synthetic_root), image_size=48, eval_frames=4, cache_dir=None)
+    dm.setup("test")
+    ds = dm.event_dataset("test")
+    item = ds[0]
+    event = ds.events[0]
+    expected = ds.transform(image=cv2.cvtColor(cv2.imread(str(event.frames[len(event.frames) // 2])),
+                                               cv2.COLOR_BGR2RGB))["image"]
+    assert torch.allclose(item["frames"][item["middle"]], expected)
+    assert item["labels"].shape == (48, 48) and item["mask"].shape == (1, 48, 48)
+    assert len(item["regions"]) == int(item["labels"].max())
