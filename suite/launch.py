@@ -224,9 +224,17 @@ def assign_gpu_slot(cfg: DictConfig, hydra_cfg: DictConfig | None) -> dict[str, 
     return info
 
 
+def is_submitit(hydra_cfg: DictConfig | None) -> bool:
+    target = str(OmegaConf.select(hydra_cfg, "launcher._target_", default="") or "") if hydra_cfg else ""
+    return "submitit" in target
+
+
 def resume_after_requeue(cfg: DictConfig, hydra_cfg: DictConfig | None) -> str | None:
-    """A SLURM job that was timed out or preempted is resubmitted by submitit: resume its last.ckpt."""
-    if launcher_kind(hydra_cfg) != SLURM or cfg.get("ckpt_path") is not None:
+    """A job that timed out or was preempted is resubmitted by submitit (SLURM or local): resume its last.ckpt.
+
+    In a submitit sweep, a job dir holding last.ckpt but no metrics can only be that job's earlier attempt.
+    """
+    if not is_submitit(hydra_cfg) or cfg.get("ckpt_path") is not None:
         return None
     out_dir = Path(cfg.paths.output_dir)
     last = out_dir / "checkpoints" / "last.ckpt"
