@@ -236,14 +236,27 @@ def test_slurm_sbatch_script_carries_the_preset(make_cfg, tmp_path: Path) -> Non
         assert line in text, line
 
 
-def test_requeued_slurm_job_resumes_from_last_checkpoint(make_cfg, tmp_path: Path) -> None:
+@pytest.mark.parametrize(("launcher", "resumes"), [("slurm", True), ("submitit_local_check", True), ("local", False)])
+def test_requeued_submitit_job_resumes_from_last_checkpoint(make_cfg, tmp_path: Path, launcher: str,
+                                                            resumes: bool) -> None:
     run_dir = tmp_path / "job"
     (run_dir / "checkpoints").mkdir(parents=True)
     (run_dir / "checkpoints" / "last.ckpt").write_bytes(b"x")
-    cfg = _as_multirun(make_cfg(["hydra/launcher=slurm", "trainer=slurm", "trainer.accelerator=cpu"], run_dir))
+    cfg = _as_multirun(make_cfg([f"hydra/launcher={launcher}", "trainer.accelerator=cpu"], run_dir))
     cfg = prepare_job(cfg)
-    assert cfg.ckpt_path == "last"
-    assert json.loads((run_dir / "launch.json").read_text())["resumed_from"].endswith("last.ckpt")
+    assert (cfg.ckpt_path == "last") is resumes
+    record = json.loads((run_dir / "launch.json").read_text())
+    assert ("resumed_from" in record) is resumes
+
+
+def test_finished_job_is_not_resumed(make_cfg, tmp_path: Path) -> None:
+    run_dir = tmp_path / "job"
+    (run_dir / "checkpoints").mkdir(parents=True)
+    (run_dir / "checkpoints" / "last.ckpt").write_bytes(b"x")
+    (run_dir / "metrics").mkdir()
+    (run_dir / "metrics" / "metrics.json").write_text("{}")
+    cfg = prepare_job(_as_multirun(make_cfg(["hydra/launcher=slurm", "trainer.accelerator=cpu"], run_dir)))
+    assert cfg.ckpt_path is None
 
 
 SWEEP_APP = textwrap.dedent("""
