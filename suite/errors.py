@@ -46,9 +46,9 @@ def run_guarded(fn: Callable[..., Any], *args: Any, log_dir: str | Path | None =
         where = ""
         if log_dir is not None:
             try:
-                path = Path(log_dir) / "error.log"
-                path.parent.mkdir(parents=True, exist_ok=True)
-                path.write_text(trace)
+                from suite.io import atomic_write_text
+
+                path = atomic_write_text(Path(log_dir) / "error.log", trace)
                 where = f" The full traceback is in {path}."
             except OSError:
                 where = ""
