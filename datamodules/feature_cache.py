@@ -151,15 +151,10 @@ class MappedFeatures:
     def __init__(self, path: str | Path, release_every: int = 256):
         self.path = Path(path)
         self.release_every = release_every
-        with open(self.path, "rb") as f:
-            version = np.lib.format.read_magic(f)
-            reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else \
-                np.lib.format.read_array_header_2_0
-            shape, fortran, dtype = reader(f)
-            self.offset = f.tell()
-        if fortran or len(shape) != 3:
+        shape, dtype, self.offset = _npy_layout(self.path)
+        if len(shape) != 3:
             raise DataError(f"feature cache {self.path} is not a [videos, T, D] array (shape {shape})")
-        self.shape: tuple[int, int, int] = tuple(int(s) for s in shape)  # type: ignore[assignment]
+        self.shape: tuple[int, int, int] = shape  # type: ignore[assignment]
         self.dtype = np.dtype(dtype)
         self._array: np.ndarray | None = None
         self._mm: mmap.mmap | None = None
@@ -203,7 +198,26 @@ class CopyPlan:
     augment: AugmentSpec | None
 
 
+def _npy_layout(path: Path) -> tuple[tuple[int, ...], np.dtype, int]:
+    """Shape, dtype and data offset of a ``.npy`` file, from its header."""
+    with open(path, "rb") as f:
+        version = np.lib.format.read_magic(f)
+        reader = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
+        shape, fortran, dtype = reader(f)
+        if fortran:
+            raise DataError(f"feature cache {path} is stored in Fortran order; delete it to extract again")
+        return tuple(int(s) for s in shape), np.dtype(dtype), f.tell()
+
+
 class _CopyStore:
+    """Writer of one copy's ``features.npy``.
+
+    Rows are written with ``os.pwrite`` rather than through a writable memory map: page faults on
+    a fresh mapping cost more than the extraction of tiny frames. Data written is in the page
+    cache as soon as ``pwrite`` returns, so it survives the process being killed; ``fsync`` runs
+    once when the copy is complete, before the ``complete`` marker.
+    """
+
     def __init__(self, directory: Path, meta: dict[str, Any], n_rows: int, shape_td: tuple[int, int]):
         self.dir = directory
         self.meta = meta
@@ -211,7 +225,9 @@ class _CopyStore:
         self.shape_td = shape_td
         self.features_path = directory / "features.npy"
         self.done_path = directory / "done.npy"
-        self._features: np.memmap | None = None
+        self._fd: int | None = None
+        self._offset = 0
+        self._row_bytes = int(np.prod(shape_td)) * 2
         self.done: np.ndarray | None = None
 
     @property
@@ -221,30 +237,33 @@ class _CopyStore:
     def open_for_write(self) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         shape = (self.n_rows, *self.shape_td)
+        resumed = False
         if self.features_path.is_file() and self.done_path.is_file():
             try:
-                self._features = np.lib.format.open_memmap(self.features_path, mode="r+")
+                got_shape, dtype, _ = _npy_layout(self.features_path)
                 self.done = np.load(self.done_path)
-                if self._features.shape != shape or self.done.shape != (self.n_rows,):
-                    raise ValueError("shape changed")
-                return
-            except (ValueError, OSError):
-                pass  # unreadable leftovers of an interrupted first batch: start this copy again
-        atomic_write_json(self.dir / "meta.json", self.meta)
-        self._features = np.lib.format.open_memmap(self.features_path, mode="w+", dtype=np.float16, shape=shape)
-        self.done = np.zeros(self.n_rows, bool)
-        self._save_done()
+                resumed = got_shape == shape and dtype == np.float16 and self.done.shape == (self.n_rows,)
+            except (ValueError, OSError, DataError):
+                resumed = False  # unreadable leftovers of an interrupted start: begin this copy again
+        if not resumed:
+            atomic_write_json(self.dir / "meta.json", self.meta)
+            header = np.lib.format.open_memmap(self.features_path, mode="w+", dtype=np.float16, shape=shape)
+            del header  # only the header and the (sparse) file size are needed
+            self.done = np.zeros(self.n_rows, bool)
+            self._save_done()
+        _, _, self._offset = _npy_layout(self.features_path)
+        self._fd = os.open(self.features_path, os.O_RDWR)
 
     def write(self, row: int, values: np.ndarray) -> None:
-        assert self._features is not None and self.done is not None
-        self._features[row] = values.astype(np.float16)
+        assert self._fd is not None
+        data = np.ascontiguousarray(values, dtype=np.float16).tobytes()
+        os.pwrite(self._fd, data, self._offset + row * self._row_bytes)
 
     def mark(self, rows: list[int]) -> None:
-        """Record rows as done: the features are flushed first, so a row marked done is on disk."""
-        assert self._features is not None and self.done is not None
+        """Record rows whose bytes were written as done."""
+        assert self.done is not None
         if not rows:
             return
-        self._features.flush()
         self.done[rows] = True
         self._save_done()
 
@@ -253,10 +272,13 @@ class _CopyStore:
         np.save(tmp, self.done)
         os.replace(tmp, self.done_path)
 
-    def finish(self) -> None:
-        if self.done is not None and bool(self.done.all()):
-            (self.dir / "complete").write_text(json.dumps({"rows": self.n_rows}))
-        self._features = None
+    def close(self) -> None:
+        if self._fd is not None:
+            if self.done is not None and bool(self.done.all()):
+                os.fsync(self._fd)
+                (self.dir / "complete").write_text(json.dumps({"rows": self.n_rows}))
+            os.close(self._fd)
+            self._fd = None
 
 
 @dataclass
@@ -363,11 +385,16 @@ class FeatureCache:
             if not pending:
                 return
             feats = encoder(np.concatenate([f for *_, f in pending]))
+            if feats.dtype != np.float16:
+                import torch
+
+                # torch converts to float16 about 50x faster than numpy's software conversion
+                feats = torch.from_numpy(np.ascontiguousarray(feats, dtype=np.float32)).half().numpy()
             for i, (video_index, copy, row, _) in enumerate(pending):
                 seq = feats[i * self.num_frames:(i + 1) * self.num_frames]
                 if not np.isfinite(seq).all():
-                    raise DataError(f"the backbone gave NaN/inf features for {self.videos[video_index]} "
-                                    f"(copy {copy}); check the video and data.backbone")
+                    raise DataError(f"the backbone gave NaN/inf features (or values beyond float16) for "
+                                    f"{self.videos[video_index]} (copy {copy}); check the video and data.backbone")
                 todo[copy][1].write(row, seq)
                 unmarked[copy].append(row)
                 written += 1
@@ -411,8 +438,9 @@ class FeatureCache:
             # rows written before an error or an interrupt are kept: the next run resumes after them
             commit()
             bar.close()
-        for _, store in todo.values():
-            store.finish()
+            for _, store in todo.values():
+                store.close()
+
         report = ExtractionReport(time.perf_counter() - start, len(order) - len(bad), written, False, bad)
         if bad and not skip_bad_videos:
             listed = "\n  ".join(f"{path}: {msg}" for path, msg in list(bad.items())[:20])
