@@ -170,6 +170,11 @@ def test_synthetic_default_split_folders_and_dev_samples(tmp_path: Path, shared_
     assert len(dm.datasets["train"]) == 6
     batch = next(iter(dm.train_dataloader()))
     assert batch["features"].shape[1:] == (6, 32)
+    assert not dm.extraction.skipped
+    again = module_for(None, tmp_path, shared_data_dir, dev_samples=3)
+    again.setup()
+    assert again.extraction.skipped  # the second run of the same data reads the cache only
+    assert len(again.datasets["train"]) == len(dm.datasets["train"])
 
 
 def test_nan_in_the_cache_is_reported_when_read(flat_root: Path, tmp_path: Path) -> None:
