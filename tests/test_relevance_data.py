@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from datamodules.relevance import RelevanceDataModule, TripletDataset, _transform, discover_events
+from datamodules.relevance import MaskDataset, RelevanceDataModule, TripletDataset, _transform, discover_events
 from datamodules.synthetic import relevance as synthetic
 from suite.errors import DataError
 
@@ -95,18 +95,20 @@ def test_unreadable_frame_and_size_mismatch_fail_in_setup(tmp_path: Path) -> Non
 def test_labels_make_irrelevant_events_empty_targets(synthetic_root: Path) -> None:
     dm = RelevanceDataModule(root=str(synthetic_root), image_size=48, use_labels=True, augment=False, cache_dir=None)
     dm.setup("fit")
-    ds = dm.dataset("val")
-    seen = set()
-    for i, event in enumerate(ds.events):
-        item = ds[i]
-        if event.relevant == 0:
-            assert item["mask"].sum() == 0
-        seen.add(event.relevant)
-    plain = RelevanceDataModule(root=str(synthetic_root), image_size=48, augment=False, cache_dir=None)
-    plain.setup("fit")
-    # without labels the same irrelevant events keep their motion pseudo-labels
-    assert any(plain.dataset("train")[i]["mask"].sum() > 0 for i, e in enumerate(plain.splits["train"])
-               if e.relevant == 0)
+    events = [e for split in dm.splits.values() for e in split]
+    motion = dm.motion_for(events)
+    transform = _transform(48, train=False, augment=False)
+    labelled = MaskDataset(events, motion, transform, train=False, use_labels=True)
+    plain = MaskDataset(events, motion, transform, train=False, use_labels=False)
+    checked = 0
+    for i, (event, result) in enumerate(zip(events, motion, strict=True)):
+        if event.relevant == 0 and result.frame_masks[len(event.frames) // 2].any():
+            assert labelled[i]["mask"].sum() == 0
+            assert plain[i]["mask"].sum() > 0  # without labels the motion stays the target
+            checked += 1
+        elif event.relevant == 1:
+            assert torch.equal(labelled[i]["mask"], plain[i]["mask"])
+    assert checked > 0
 
 
 def test_labels_csv_bad_value_names_the_row(tmp_path: Path, synthetic_root: Path) -> None:
