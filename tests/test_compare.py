@@ -101,10 +101,12 @@ def test_outputs_are_written_and_consistent(sweep: Path) -> None:
 def test_two_experiments_get_a_difference_column(tmp_path: Path) -> None:
     for i, (exp, f1) in enumerate([("violence_failed", 0.5), ("violence_failed", 0.6), ("violence_optimal", 0.9),
                                    ("violence_optimal", 0.8)]):
-        make_run(tmp_path / "s" / str(i), [f"experiment={exp}", f"seed={i}"], {"test/accuracy": f1})
+        make_run(tmp_path / "s" / str(i), [f"experiment={exp}", f"seed={i}"],
+                 {"test/accuracy": f1, "final_val": {"val/accuracy": f1 + 0.1}})
     report = build_report([tmp_path / "s"], plots=False)["report"]
     assert "Δ (violence_optimal − violence_failed)" in report
     assert "+0.3000" in report
+    assert "| `accuracy` (val → test) | 0.650 → 0.550 | 0.950 → 0.850 |" in report
 
 
 def test_groups_by_any_varying_override_and_ignores_constant_ones(tmp_path: Path) -> None:

@@ -204,6 +204,25 @@ def _lower_is_better(metric: str) -> bool:
     return any(w in name for w in ("loss", "gap", "error", "ece", "calibration"))
 
 
+def val_vs_test(runs: list[Run], groups: list[str], metrics: list[str]) -> list[str]:
+    """Final-epoch validation next to test for the same metric: seed 003's point is that they can disagree."""
+    pairs = [(m.replace("test/", "val/", 1), m) for m in metrics if m.startswith("test/")]
+    pairs = [(v, t) for v, t in pairs if any(v in r.metrics for r in runs) and not t.endswith("/loss")]
+    if not pairs:
+        return []
+    lines = ["", "## Validation (last epoch) vs test", "", "| metric | " + " | ".join(groups) + " |",
+             "|" + "---|" * (len(groups) + 1)]
+    for val_key, test_key in pairs:
+        cells = []
+        for group in groups:
+            members = [r for r in runs if r.group == group and r.finished]
+            v = mean_std([r.metrics[val_key] for r in members if val_key in r.metrics])[0]
+            t = mean_std([r.metrics[test_key] for r in members if test_key in r.metrics])[0]
+            cells.append(f"{v:.3f} → {t:.3f}" if math.isfinite(v) and math.isfinite(t) else "–")
+        lines.append(f"| `{test_key.split('/', 1)[1]}` (val → test) | " + " | ".join(cells) + " |")
+    return lines
+
+
 def markdown_report(runs: list[Run], groups: list[str], metrics: list[str], summary: list[dict[str, Any]],
                     sources: list[Path], plots: list[str]) -> str:
     lookup = {(row["experiment"], row["metric"]): row for row in summary}
@@ -218,7 +237,7 @@ def markdown_report(runs: list[Run], groups: list[str], metrics: list[str], summ
     for metric in metrics:
         cells = [lookup[(g, metric)] for g in groups]
         means = [c["mean"] for c in cells if c["n"] and math.isfinite(c["mean"])]
-        best = (min(means) if _lower_is_better(metric) else max(means)) if len(means) > 1 else None
+        best = (min(means) if _lower_is_better(metric) else max(means)) if len(set(means)) > 1 else None
         row = [f"`{metric}`"]
         for c in cells:
             text = _fmt(c["mean"], c["std"], c["n"])
@@ -227,6 +246,7 @@ def markdown_report(runs: list[Run], groups: list[str], metrics: list[str], summ
             a, b = cells[0]["mean"], cells[1]["mean"]
             row.append(f"{b - a:+.4f}" if math.isfinite(a) and math.isfinite(b) else "–")
         lines.append("| " + " | ".join(row) + " |")
+    lines += val_vs_test(runs, groups, metrics)
     lines += ["", "## Runs", "", "| run | experiment | seed | status | " + " | ".join(f"`{m}`" for m in metrics) + " |",
               "|" + "---|" * (4 + len(metrics))]
     for run in runs:
@@ -298,6 +318,7 @@ def plot_bars(summary: list[dict[str, Any]], groups: list[str], metrics: list[st
 def plot_curves(runs: list[Run], groups: list[str], out: Path) -> str | None:
     """The selection metric and the losses per epoch, one line per run, one colour per experiment."""
     import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
 
     runs = [r for r in runs if r.history]
     if not runs:
@@ -321,6 +342,7 @@ def plot_curves(runs: list[Run], groups: list[str], out: Path) -> str | None:
             ax.plot(*zip(*pts, strict=True), marker="o", ms=3, color=colors[run.group], alpha=0.8, label=label)
         ax.set_title(metric)
         ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
     axes[0][0].legend(fontsize=8)
     name = _save(fig, out / "curves.png")
