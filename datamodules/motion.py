@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import hashlib
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -273,16 +273,23 @@ class MotionCache:
         self.cache_dir = Path(cache_dir) if cache_dir else None
         self.detector = detector
 
-    def key(self, paths: Sequence[str | Path]) -> str:
+    def key(self, paths: Sequence[str | Path], context: str = "") -> str:
         items = []
         for p in paths:
             st = Path(p).stat()
             items.append([str(Path(p).resolve()), st.st_size, st.st_mtime_ns])
-        blob = json.dumps({"frames": items, "detector": self.detector.settings(), "v": 1}, sort_keys=True)
+        blob = json.dumps({"frames": items, "detector": self.detector.settings(), "context": context, "v": 1},
+                          sort_keys=True)
         return hashlib.sha1(blob.encode()).hexdigest()
 
-    def get(self, paths: Sequence[str | Path], frames: np.ndarray | None = None) -> MotionResult:
-        path = self.cache_dir / f"{self.key(paths)}.npz" if self.cache_dir else None
+    def get(self, paths: Sequence[str | Path], frames: np.ndarray | None = None,
+            background: Callable[[], np.ndarray] | None = None, context: str = "") -> MotionResult:
+        """The event's result from the cache, or computed and stored.
+
+        ``background`` (called only on a miss) gives a background from outside the event, e.g. of
+        the whole sequence an event was cut from; ``context`` must then identify it in the key.
+        """
+        path = self.cache_dir / f"{self.key(paths, context)}.npz" if self.cache_dir else None
         if path is not None and path.is_file():
             try:
                 with np.load(path) as data:
@@ -294,7 +301,13 @@ class MotionCache:
                                         regions=regions)
             except (OSError, KeyError, ValueError):
                 path.unlink(missing_ok=True)  # a damaged entry is recomputed
-        result = self.detector.detect(read_frames(paths) if frames is None else frames)
+        frames = read_frames(paths) if frames is None else frames
+        if background is None:
+            result = self.detector.detect(frames)
+        else:
+            masks = self.detector.frame_masks(frames, background=background())
+            labels, regions = self.detector.regions(masks.any(axis=0))
+            result = MotionResult(frame_masks=masks, mask=labels > 0, labels=labels, regions=regions)
         if path is not None:
             self._write(path, result)
         return result

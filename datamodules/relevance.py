@@ -360,20 +360,22 @@ class RelevanceDataModule(SuiteDataModule):
     def compute_motion(self, events: list[Event]) -> None:
         cache = self.cache()
         backgrounds: dict[str, np.ndarray] = {}
+
+        def sequence_background(sequence: str) -> np.ndarray:
+            if sequence not in backgrounds:
+                backgrounds[sequence] = self.sequence_background(Path(sequence))
+            return backgrounds[sequence]
+
         for e in tqdm(events, desc="motion masks", leave=False, disable=len(events) < 20):
             if e.event_id in self.motion:
                 continue
             if e.sequence is None:
                 self.motion[e.event_id] = cache.get(e.frames)
                 continue
-            if e.sequence not in backgrounds:
-                backgrounds[e.sequence] = self.sequence_background(Path(e.sequence))
-            bg = backgrounds[e.sequence]
-            frames = read_frames(e.frames)
-            masks = self.detector.frame_masks(frames, background=bg)
-            labels, regions = self.detector.regions(masks.any(axis=0))
-            self.motion[e.event_id] = MotionResult(frame_masks=masks, mask=labels > 0, labels=labels,
-                                                   regions=regions)
+            frames = list_images(Path(e.sequence) / "input")
+            context = f"sequence background: {e.sequence}, {len(frames)} frames, {frames[-1].stat().st_mtime_ns}"
+            self.motion[e.event_id] = cache.get(e.frames, background=lambda s=e.sequence: sequence_background(s),
+                                                context=context)
 
     def sequence_background(self, sequence: Path, max_frames: int = 200) -> np.ndarray:
         frames = list_images(sequence / "input")
