@@ -313,3 +313,13 @@ def test_local_sweep_with_ddp_fails_before_any_job(tmp_path: Path) -> None:
     assert proc.returncode == 2
     assert "cannot run inside a local multirun" in proc.stderr
     assert not (sweep / "0").exists()
+
+
+def test_optuna_preset_composes(make_cfg, tmp_path: Path) -> None:
+    pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
+    cfg = make_cfg(["+hparams_search=segmentation_optuna", "experiment=segmentation"], tmp_path / "r")
+    sweeper = cfg.hydra.sweeper
+    assert sweeper._target_.endswith("OptunaSweeper")
+    assert sweeper.direction == "maximize" and cfg.selection_mode == "max"
+    assert sweeper.storage.startswith("sqlite:///")
+    assert "model.optimizer.lr" in sweeper.params
