@@ -84,3 +84,10 @@ def test_confound_report_flags_video_scoring() -> None:
     diverse = pd.DataFrame({"video_id": list("aaaabbbb"), "prob_tail": [0.1, 0.9, 0.3, 0.7, 0.2, 0.8, 0.4, 0.6]})
     report = confound_report(train, val, diverse)
     assert report["prob_clusters"] == 0 and report["verdict"].startswith("no sign")
+
+
+def test_confound_report_flags_flat_scores() -> None:
+    videos = pd.DataFrame({"video_id": ["a", "b"]})
+    flat = pd.DataFrame({"video_id": list("aabb"), "prob_tail": [0.5101, 0.5202, 0.5153, 0.5054]})
+    report = confound_report(videos, videos, flat)
+    assert report["prob_clusters"] == 0 and "barely vary" in report["verdict"]

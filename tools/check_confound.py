@@ -7,7 +7,7 @@ Reports:
   * per-video score spread: std of the tail probability inside each video, and the share of the
     score variance explained by the video alone (eta squared; near 1 = the model scores videos,
     not behaviour);
-  * train/val video overlap;
+  * train/val video overlap, and the spread of all scores (a flat model is flagged too);
 and ends with a one-line verdict. ``--json`` also writes the report to a file.
 """
 
@@ -23,7 +23,7 @@ import pandas as pd
 
 def confound_report(
     train: pd.DataFrame, val: pd.DataFrame, predictions: pd.DataFrame, decimals: int = 3, min_count: int = 3,
-    eta_limit: float = 0.8, cluster_limit: int = 3,
+    eta_limit: float = 0.8, cluster_limit: int = 3, flat_limit: float = 0.02,
 ) -> dict[str, Any]:
     from lightning_modules.calibration import probability_clusters
 
@@ -43,6 +43,7 @@ def confound_report(
         "largest_clusters": {f"{k:.{decimals}f}": int(v) for k, v in counts[counts >= min_count].head(10).items()},
         "distinct_scores": int(rounded.nunique()),
         "videos": len(per_video),
+        "score_std": float(probs.std(ddof=0)) if len(probs) > 1 else 0.0,
         "mean_within_video_std": float(per_video["std"].mean()),
         "video_explained_variance": eta2,
         "train_val_videos_overlapping": len(tv & vv),
@@ -55,6 +56,8 @@ def confound_report(
         problems.append(f"{clusters} score values shared by {min_count}+ events")
     if eta2 >= eta_limit and len(per_video) > 1:
         problems.append(f"the video explains {eta2:.0%} of the score variance")
+    if report["score_std"] < flat_limit:
+        problems.append(f"scores barely vary (std {report['score_std']:.4f}): the model does not separate events")
     if problems:
         report["verdict"] = "LIKELY VIDEO CONFOUNDING: " + "; ".join(problems)
     else:
@@ -89,6 +92,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"events: {report['events']}, distinct scores: {report['distinct_scores']}")
     print(f"probability clustering: {report['prob_clusters']} values appearing {args.min_count}+ times "
           f"{report['largest_clusters']}")
+    print(f"score std over all events: {report['score_std']:.4f}")
     print(f"per-video spread: mean within-video std {report['mean_within_video_std']:.4f}; "
           f"video explains {report['video_explained_variance']:.1%} of the score variance "
           f"({report['videos']} videos)")
