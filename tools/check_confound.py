@@ -56,10 +56,11 @@ def confound_report(
         problems.append(f"{clusters} score values shared by {min_count}+ events")
     if eta2 >= eta_limit and len(per_video) > 1:
         problems.append(f"the video explains {eta2:.0%} of the score variance")
-    if report["score_std"] < flat_limit:
-        problems.append(f"scores barely vary (std {report['score_std']:.4f}): the model does not separate events")
     if problems:
         report["verdict"] = "LIKELY VIDEO CONFOUNDING: " + "; ".join(problems)
+    elif report["score_std"] < flat_limit:
+        report["verdict"] = (f"NO SIGNAL: scores barely vary (std {report['score_std']:.4f}); the model does not "
+                             "separate events, so confounding cannot be judged")
     else:
         report["verdict"] = (f"no sign of video confounding ({clusters} clustered values, video explains "
                              f"{eta2:.0%} of the score variance)")
