@@ -18,6 +18,10 @@ class EarlyDecision(L.Callback):
     otherwise the value at that epoch. ``mode="max"`` passes when the value is above the
     threshold, ``"min"`` when below. A failing run stops (``stop=True``) or only warns.
     ``advice`` is appended to the message (the seed's: collect more violent videos).
+
+    With ``max_gap``, an epoch whose ``gap_monitor`` (the class gap, in points) exceeds it does
+    not count: predicting every clip violent gives 100 % violent accuracy and a 100-point gap,
+    and must not pass for "learning the violent class".
     """
 
     def __init__(
@@ -28,6 +32,8 @@ class EarlyDecision(L.Callback):
         mode: str = "max",
         use_best: bool = True,
         stop: bool = True,
+        max_gap: float | None = None,
+        gap_monitor: str = "val/class_gap",
         advice: str = "the configuration is not learning the violent class; collect more violent videos "
                       "or revisit the configuration before training further",
     ):
@@ -37,6 +43,7 @@ class EarlyDecision(L.Callback):
             raise ValueError(f"EarlyDecision: by_epoch must be >= 1, got {by_epoch}")
         self.monitor, self.threshold, self.by_epoch = monitor, threshold, by_epoch
         self.mode, self.use_best, self.stop, self.advice = mode, use_best, stop, advice
+        self.max_gap, self.gap_monitor = max_gap, gap_monitor
         self.best: float | None = None
         self.decision: str | None = None  # None until decided, then "continue" or "stop"
         self._missing_warned = False
@@ -57,15 +64,19 @@ class EarlyDecision(L.Callback):
                 log.warning("EarlyDecision: metric '%s' is not logged; no decision will be taken", self.monitor)
             return
         value = float(value)
-        if self.best is None or self._better(value, self.best):
+        gap = trainer.callback_metrics.get(self.gap_monitor)
+        counts = self.max_gap is None or gap is None or float(gap) <= self.max_gap
+        if counts and (self.best is None or self._better(value, self.best)):
             self.best = value
         epoch = trainer.current_epoch + 1
         if epoch < self.by_epoch:
             return
-        observed = self.best if self.use_best else value
+        observed = self.best if self.use_best else (value if counts else None)
         sign = ">" if self.mode == "max" else "<"
-        what = f"{'best ' if self.use_best else ''}{self.monitor} = {observed:.2f}"
-        if self.passes(observed):
+        gap_note = f" with {self.gap_monitor} <= {self.max_gap:g}" if self.max_gap is not None else ""
+        shown = "none" if observed is None else f"{observed:.2f}"
+        what = f"{'best ' if self.use_best else ''}{self.monitor}{gap_note} = {shown}"
+        if observed is not None and self.passes(observed):
             self.decision = "continue"
             print(f"\nearly decision at epoch {epoch}: {what} {sign} {self.threshold:g} -> continue training")
             return

@@ -134,3 +134,14 @@ def test_early_decision_rejects_bad_settings() -> None:
         EarlyDecision(mode="best")
     with pytest.raises(ValueError, match="by_epoch"):
         EarlyDecision(by_epoch=0)
+
+
+def test_early_decision_ignores_epochs_that_predict_everything_violent() -> None:
+    cb = EarlyDecision(threshold=70.0, by_epoch=3, max_gap=25.0)
+    values = [(100.0, 100.0), (60.0, 10.0), (65.0, 5.0)]  # (violent accuracy, class gap)
+    trainers = [trainer(e, val__acc_violent=v, val__class_gap=g) for e, (v, g) in enumerate(values)]
+    for tr in trainers:
+        cb.on_validation_end(tr, module())
+    assert cb.best == pytest.approx(65.0) and cb.decision == "stop" and trainers[-1].should_stop
+    node = OmegaConf.load(CONF).early_decision
+    assert node.max_gap == 25.0 and node.by_epoch == 20 and node.threshold == 70.0
