@@ -89,3 +89,18 @@ def test_class_names_are_plain_strings_in_hparams() -> None:
                             loss=FocalLoss(gamma=3.0, alpha=None), optimizer=partial(torch.optim.Adam),
                             class_names=OmegaConf.create(["non_violent", "violent"]))
     assert type(module.hparams["class_names"]) is list
+
+
+def test_model_and_data_feature_sizes_must_agree_before_training(capsys) -> None:
+    from types import SimpleNamespace
+
+    from suite.errors import ConfigError
+
+    module = make_module()  # input_dim 16
+    module._trainer = SimpleNamespace(datamodule=SimpleNamespace(feature_dim=32), is_global_zero=True)
+    with pytest.raises(ConfigError, match="model.net.input_dim=16 but the cached features are 32-d"):
+        module.setup("fit")
+    module._trainer = SimpleNamespace(datamodule=SimpleNamespace(feature_dim=16), is_global_zero=True)
+    module.setup("fit")
+    out = capsys.readouterr().out
+    assert "HybridBiLSTM: " in out and "parameters (the seed quotes 1.2M)" in out
