@@ -19,3 +19,17 @@ class CrashAtEpoch(L.Callback):
         if trainer.current_epoch == self.epoch:
             raise SimulatedCrash(f"simulated crash at the start of epoch {self.epoch}")
 
+
+
+class PoisonWeightsAtEpoch(L.Callback):
+    """Set one weight to NaN when epoch ``epoch`` starts, so the next loss is not finite."""
+
+    def __init__(self, epoch: int = 1):
+        self.epoch = epoch
+
+    def on_train_epoch_start(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
+        if trainer.current_epoch == self.epoch:
+            import torch
+
+            with torch.no_grad():
+                next(pl_module.parameters()).view(-1)[0] = float("nan")

@@ -1,0 +1,68 @@
+"""Through the real entry point: bad inputs exit non-zero with one message and no half-written outputs."""
+
+from __future__ import annotations
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from callbacks.non_finite import NonFiniteLossError
+from suite.training import train
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def run_cli(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "train.py", *args], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300, env={"NO_ALBUMENTATIONS_UPDATE": "1", "HF_HUB_OFFLINE": "1",
+                                            "PATH": "/usr/bin:/bin"})
+
+
+def test_empty_data_folder_exits_2_naming_the_folder(tmp_path: Path) -> None:
+    (tmp_path / "data" / "images").mkdir(parents=True)
+    (tmp_path / "data" / "masks").mkdir()
+    run_dir = tmp_path / "run"
+    proc = run_cli(f"data.root={tmp_path / 'data'}", f"hydra.run.dir={run_dir}")
+    assert proc.returncode == 2, proc.stderr[-1000:]
+    assert f"no images (png/jpg/tif/bmp) in {tmp_path / 'data' / 'images'}" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert not (run_dir / "metrics").exists() and not (run_dir / "checkpoints").exists()
+
+
+def test_pretrained_weights_unavailable_offline_names_both_options(tmp_path: Path) -> None:
+    proc = run_cli("model.pretrained=true", "debug=fast", f"hydra.run.dir={tmp_path / 'run'}")
+    assert proc.returncode == 2
+    assert "model.weights=<file>" in proc.stderr and "model.pretrained=false" in proc.stderr
+
+
+def test_missing_local_weights_file_is_named(tmp_path: Path) -> None:
+    proc = run_cli(f"model.weights={tmp_path / 'resnet18.safetensors'}", f"hydra.run.dir={tmp_path / 'run'}")
+    assert proc.returncode == 2 and "model.weights: file not found" in proc.stderr
+
+
+def test_checkpoint_of_another_architecture_is_refused(make_cfg, tmp_path: Path) -> None:
+    fast = ["debug=fast", "data.synthetic_images=24", "data.synthetic_size=64", "model.log_images=0"]
+    train(make_cfg(fast, tmp_path / "a"))
+    other = make_cfg([*fast, "model.net.backbone=resnet34", f"ckpt_path={tmp_path / 'a/checkpoints/last.ckpt'}"],
+                     tmp_path / "b")
+    from suite.errors import UserError
+
+    with pytest.raises(UserError, match="does not fit this model"):
+        train(other)
+    assert not (tmp_path / "b" / "checkpoints").exists()
+
+
+def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(make_cfg, tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    cfg = make_cfg(["data.synthetic_images=24", "data.synthetic_size=64", "data.batch_size=4", "trainer.max_epochs=3",
+                    "model.log_images=0", "+callbacks.poison._target_=tests.helpers.PoisonWeightsAtEpoch"], run_dir)
+    with pytest.raises(NonFiniteLossError, match=r"epoch 1, batch 0"):
+        train(cfg)
+    ckpt = torch.load(run_dir / "checkpoints" / "last.ckpt", map_location="cpu", weights_only=True)
+    assert ckpt["epoch"] == 0
+    assert all(math.isfinite(float(v.float().abs().sum())) for v in ckpt["state_dict"].values())
+    assert not (run_dir / "metrics" / "metrics.json").exists()
