@@ -29,6 +29,8 @@ class Slot:
     index: int
     path: Path
     fd: int
+    # wall-clock time once the lock was held (records of who held a GPU when)
+    acquired_at: float = 0.0
 
 
 _held: Slot | None = None
@@ -84,7 +86,7 @@ def acquire(slots: list[int], lock_dir: Path | None = None, timeout_s: float | N
             # The pid in the file only helps a person see who holds which GPU.
             os.ftruncate(fd, 0)
             os.write(fd, f"{os.getpid()}\n".encode())
-            _held = Slot(index=index, path=path, fd=fd)
+            _held = Slot(index=index, path=path, fd=fd, acquired_at=time.time())
             os.environ[SLOT_ENV] = str(index)
             return _held
         if timeout_s is not None and time.monotonic() - start > timeout_s:

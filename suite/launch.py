@@ -211,7 +211,7 @@ def assign_gpu_slot(cfg: DictConfig, hydra_cfg: DictConfig | None) -> dict[str, 
     t0 = time.monotonic()
     slot = gpu_slots.acquire(slots)
     info: dict[str, Any] = {"gpu_slot": slot.index, "slots": slots, "waited_s": round(time.monotonic() - t0, 3),
-                            "lock": str(slot.path)}
+                            "lock": str(slot.path), "slot_acquired_at": slot.acquired_at}
     if _accelerator_uses_gpu(accelerator):
         # devices=[i] rather than CUDA_VISIBLE_DEVICES: a reused worker may already have started CUDA.
         with open_dict(cfg):
@@ -296,13 +296,16 @@ def prepare_job(cfg: DictConfig) -> DictConfig:
 def job_finished(output_dir: str | Path) -> None:
     """Free the job's GPU slot and stamp its end time (the Hydra callback calls this)."""
     slot = gpu_slots.held()
+    # Stamped while the lock is still held: [slot_acquired_at, slot_released_at] of two jobs on
+    # one slot can then never overlap, whatever the scheduler does between the two calls.
+    released_at = time.time()
     gpu_slots.release()
     path = Path(output_dir) / "launch.json"
     if slot is not None and path.is_file():
         from suite.io import atomic_write_json
 
         record = json.loads(path.read_text())
-        record["finished"] = time.time()
+        record.update(slot_released_at=released_at, finished=time.time())
         atomic_write_json(path, record)
 
 
