@@ -1,10 +1,11 @@
 """Video reading: probe, decode only the frames a clip needs, and the index arithmetic of clips.
 
-Decoder choice: PyAV. Measured on this machine (bench/bench_behavior_video.py and the stack notes):
-one 16-frame clip from a 320x240 H.264 file takes 24-34 ms with PyAV against 39 ms with OpenCV's
-seek, full decodes run at the same speed (~1200 vs ~1270 fps), and PyAV gives frame timestamps, so
-a seek lands on a known frame index instead of OpenCV's container-dependent CAP_PROP_POS_FRAMES.
-PyAV also resizes and converts to RGB in one swscale call, which saves a copy per frame.
+Decoder choice: PyAV, by measurement (bench/bench_behavior_tta.py, 2-core CPU): the 5 TTA clips
+of an event take 84 ms from one PyAV decode against 152 ms with OpenCV seeking per clip (synthetic
+events inside 16 s videos), 137 ms against 308 ms on real 640x360-1280x720 clips; full decodes run
+at the same speed (stack notes: ~1200 vs ~1270 fps). PyAV also gives frame timestamps, so a seek
+lands on a known frame index instead of OpenCV's container-dependent CAP_PROP_POS_FRAMES, and it
+resizes and converts to RGB in one swscale call.
 
 All errors a user can cause (missing, empty, corrupt file, index past the end) are ``DataError``
 naming the file.
