@@ -136,3 +136,18 @@ def test_clear_errors(tmp_path: Path, sweep: Path, capsys: pytest.CaptureFixture
     assert main([str(tmp_path / "missing")]) == 2
     assert main([str(sweep), "--metrics", "test/nope", "--no-plots"]) == 2
     assert "test/nope" in capsys.readouterr().err
+
+
+def test_reliability_from_class_name_labels(tmp_path: Path) -> None:
+    """Violence-style predictions: label names and a prob_<positive class> column."""
+    for i, exp in enumerate(["violence_failed", "violence_optimal"]):
+        run = make_run(tmp_path / "s" / str(i), [f"experiment={exp}", "seed=1"], {"test/acc": 0.5})
+        rows = ["video,label,prob_violent"] + [f"v{k},{'violent' if k % 2 else 'non_violent'},{0.1 + 0.08 * k}"
+                                               for k in range(10)]
+        (run / "predictions_agg.csv").write_text("\n".join(rows) + "\n")
+    result = build_report([tmp_path / "s"])
+    assert "reliability.png" in result["plots"]
+    from tools.compare import binary_predictions
+
+    probs, targets = binary_predictions(result["runs"][0])
+    assert targets == [k % 2 for k in range(10)] and probs[0] == pytest.approx(0.1)

@@ -370,7 +370,9 @@ def plot_per_class(summary: list[dict[str, Any]], groups: list[str], out: Path) 
                yerr=[r["std"] if math.isfinite(r["std"]) else 0 for r in rows], capsize=3,
                color=colors[group], label=group)
     ax.set_xticks(range(len(metrics)), [m.split("/acc_", 1)[1] for m in metrics])
-    ax.set_ylim(0, 1.05)
+    # some tasks log per-class accuracy in percent
+    top = max((v for g in groups for m in metrics for v in lookup[(g, m)]["values"]), default=1.0)
+    ax.set_ylim(0, 105 if top > 1.5 else 1.05)
     ax.set_ylabel(f"{stage}accuracy per class")
     ax.set_title("Per-class accuracy (mean ± std over seeds)")
     ax.legend(fontsize=8)
@@ -390,13 +392,17 @@ def binary_predictions(run: Run) -> tuple[list[float], list[int]] | None:
     frame = pd.read_csv(path)
     prob_col = next((c for c in ("prob", "probability", "prob_pos", "p_tail", "prob_tail", "score")
                      if c in frame.columns), None)
+    prob_col = prob_col or next((c for c in frame.columns if c.startswith("prob_") and not c.endswith("_tta")), None)
     target_col = next((c for c in ("target", "label", "y_true", "true") if c in frame.columns), None)
     if prob_col is None or target_col is None:
         return None
     target = pd.to_numeric(frame[target_col], errors="coerce")
+    if target.isna().all() and prob_col.startswith("prob_"):
+        # class names as labels: the probability column names the positive class (prob_violent)
+        target = (frame[target_col].astype(str) == prob_col[len("prob_"):]).astype(int)
     prob = pd.to_numeric(frame[prob_col], errors="coerce")
     ok = target.isin([0, 1]) & prob.between(0, 1)
-    if ok.sum() == 0 or set(target[ok].unique()) - {0, 1}:
+    if ok.sum() == 0:
         return None
     return prob[ok].tolist(), target[ok].astype(int).tolist()
 
