@@ -151,3 +151,13 @@ def test_reliability_from_class_name_labels(tmp_path: Path) -> None:
 
     probs, targets = binary_predictions(result["runs"][0])
     assert targets == [k % 2 for k in range(10)] and probs[0] == pytest.approx(0.1)
+
+
+def test_long_group_names_get_short_labels_with_a_legend(tmp_path: Path) -> None:
+    """Optuna trials differ in many sampled floats: columns become G1, G2 with the overrides listed once."""
+    for i, lr in enumerate([0.000413039957, 0.00269302108]):
+        make_run(tmp_path / "s" / str(i), [f"model.optimizer.lr={lr}", f"model.optimizer.weight_decay={lr / 10}",
+                                           "data.batch_size=16", "seed=1"], {"best_val/f1": lr})
+    result = build_report([tmp_path / "s"], plots=False)
+    assert result["groups"] == ["G1", "G2"]
+    assert "| G1 | `model.optimizer.lr=0.000413 model.optimizer.weight_decay=4.13e-05` |" in result["report"]

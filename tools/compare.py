@@ -124,6 +124,28 @@ def _key(override: str) -> str:
     return override.partition("=")[0].lstrip("+~")
 
 
+def _short_number(value: str) -> str:
+    """Sampled floats (Optuna) printed with 4 significant digits, so group names stay readable."""
+    try:
+        number = float(value)
+    except ValueError:
+        return value
+    return value if "." not in value and "e" not in value.lower() else f"{number:.4g}"
+
+
+MAX_LABEL = 40
+
+
+def short_labels(runs: list[Run], groups: list[str]) -> dict[str, str]:
+    """Long group names (many swept keys) become G1, G2 ... in tables and plots; returns label -> full name."""
+    if all(len(g) <= MAX_LABEL for g in groups):
+        return {g: g for g in groups}
+    labels = {g: f"G{i + 1}" for i, g in enumerate(groups)}
+    for run in runs:
+        run.group = labels[run.group]
+    return {label: full for full, label in labels.items()}
+
+
 def assign_groups(runs: list[Run]) -> list[str]:
     """Name each run's group by the overrides that differ between runs (seed excluded)."""
     def relevant(run: Run) -> dict[str, str]:
@@ -132,7 +154,7 @@ def assign_groups(runs: list[Run]) -> list[str]:
             key = _key(item)
             if key in IGNORED_OVERRIDE_KEYS or key.startswith(IGNORED_PREFIXES):
                 continue
-            items[key] = item.partition("=")[2]
+            items[key] = _short_number(item.partition("=")[2])
         return items
 
     per_run = [relevant(r) for r in runs]
@@ -224,11 +246,13 @@ def val_vs_test(runs: list[Run], groups: list[str], metrics: list[str]) -> list[
 
 
 def markdown_report(runs: list[Run], groups: list[str], metrics: list[str], summary: list[dict[str, Any]],
-                    sources: list[Path], plots: list[str]) -> str:
+                    sources: list[Path], plots: list[str], legend: dict[str, str] | None = None) -> str:
     lookup = {(row["experiment"], row["metric"]): row for row in summary}
     lines = ["# Sweep comparison", "", "Sources: " + ", ".join(f"`{s}`" for s in sources), "",
              f"{sum(r.finished for r in runs)} finished runs of {len(runs)}, {len(groups)} experiments; "
              "cells are mean ± sample std over seeds (n = runs). Best mean per metric in bold.", ""]
+    if legend and any(k != v for k, v in legend.items()):
+        lines += ["| group | overrides |", "|---|---|"] + [f"| {k} | `{v}` |" for k, v in legend.items()] + [""]
     header = ["metric", *groups]
     two = len(groups) == 2
     if two:
@@ -462,7 +486,8 @@ def build_report(paths: list[Path], out: Path | None = None, metrics: list[str] 
         where = ", ".join(map(str, paths))
         raise FileNotFoundError(f"no runs (dirs with metrics/metrics.json or .hydra/) under {where}")
     runs = [load_run(p) for p in run_dirs]
-    groups = assign_groups(runs)
+    legend = short_labels(runs, assign_groups(runs))
+    groups = list(legend)
     chosen = key_metrics(runs, metrics)
     summary = summarise(runs, groups, chosen)
     out = out or (paths[0] / "report" if len(paths) == 1 and not is_run_dir(paths[0]) else Path("report"))
@@ -480,11 +505,12 @@ def build_report(paths: list[Path], out: Path | None = None, metrics: list[str] 
     atomic_write_csv(out / "summary.csv", [
         {k: (";".join(map(str, v)) if isinstance(v, list) else v) for k, v in row.items()} for row in summary])
     atomic_write_json(out / "summary.json", {"sources": [str(p) for p in paths], "experiments": groups,
+                                             "legend": legend,
                                              "metrics": chosen, "rows": summary})
     atomic_write_csv(out / "runs.csv", [
         {"run": str(r.path), "experiment": r.group, "seed": r.seed, "finished": r.finished,
          "overrides": " ".join(r.overrides), **{m: r.metrics.get(m) for m in chosen}} for r in runs])
-    report = markdown_report(runs, groups, chosen, summary, paths, pictures)
+    report = markdown_report(runs, groups, chosen, summary, paths, pictures, legend)
     atomic_write_text(out / "report.md", report)
     return {"out": out, "report": report, "summary": summary, "groups": groups, "runs": runs, "plots": pictures}
 
