@@ -36,6 +36,7 @@ from datamodules.video import (
     tta_positions,
 )
 from suite.errors import ConfigError, DataError
+from suite.paths import confined_path
 
 log = logging.getLogger(__name__)
 
@@ -158,6 +159,7 @@ class BehaviorDataModule(SuiteDataModule):
         manifest: str | None = None,
         manifest_dir: str | None = None,
         video_root: str | None = None,
+        allow_outside_root: bool = False,
         split: str = "intravideo",
         synthetic_dir: str = "data/synthetic",
         synthetic: dict[str, Any] | None = None,
@@ -191,6 +193,7 @@ class BehaviorDataModule(SuiteDataModule):
         self.manifest = manifest
         self.manifest_dir = manifest_dir
         self.video_root = video_root
+        self.allow_outside_root = allow_outside_root
         self.split = split
         self.synthetic_dir = synthetic_dir
         self.synthetic = dict(synthetic or {})
@@ -255,17 +258,21 @@ class BehaviorDataModule(SuiteDataModule):
             raise DataError(f"manifest {paths['all']}: unknown split value(s) {bad} (use train/val/test)")
         return {k: df[df["split"].astype(str) == k] for k in ("train", "val", "test")}
 
-    def _resolve(self, manifest: str, video_path: str) -> Path:
+    def _resolve(self, manifest: str, video_path: str, where: str) -> Path:
+        """With ``video_root`` every path must lie under it; without, relative paths may not climb out of
+        the manifest's folder (absolute paths, as tools.make_splits writes them, are taken as given)."""
         p = Path(video_path).expanduser()
+        if self.video_root:
+            return confined_path(self.video_root, p, self.allow_outside_root, where)
         if p.is_absolute():
             return p
-        return Path(self.video_root or Path(manifest).parent) / p
+        return confined_path(Path(manifest).parent, p, self.allow_outside_root, where)
 
     def _to_events(self, split: str, df: pd.DataFrame, infos: dict[Path, VideoInfo | DataError]) -> list[Event]:
         events = []
         for i, row in enumerate(df.itertuples(index=False)):
-            path = self._resolve(row.manifest_file, row.video_path)
             where = f"{_row_ref(row.manifest_file, int(df.index[i]))} (event {row.event_id})"
+            path = self._resolve(row.manifest_file, row.video_path, where)
             if path not in infos:
                 try:
                     infos[path] = probe_video(path)

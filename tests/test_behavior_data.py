@@ -141,3 +141,13 @@ def test_manifest_dir_picks_the_split_and_newest_stamp(tiny_root: Path, tmp_path
     assert dm.manifests_used()[0][0].endswith("train_old_20260105_162028.csv")
     with pytest.raises(DataError, match="train_boosted"):
         _dm(manifest_dir=str(tmp_path), split="boosted").setup("fit")
+
+
+def test_path_traversal_in_a_manifest_is_refused(tiny_root: Path, tmp_path: Path) -> None:
+    climbing = _manifests(tiny_root, tmp_path, lambda df: df.assign(
+        video_path=["../../etc/passwd"] + list(df["video_path"][1:])))
+    with pytest.raises(DataError, match=r"'../../etc/passwd' \(.*train.csv, line 2.*outside the data root"):
+        _dm(**climbing).setup("fit")
+    # with data.video_root set, absolute paths elsewhere are refused too
+    with pytest.raises(DataError, match=r"outside the data root"):
+        _dm(**_manifests(tiny_root, tmp_path), video_root=str(tmp_path / "videos")).setup("fit")
