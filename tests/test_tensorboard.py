@@ -66,3 +66,28 @@ def test_every_experiment_logs_the_common_tags(experiment: str, make_cfg, tmp_pa
     check_common_tags(tags, experiment)
     # a confusion matrix or sample predictions per epoch
     assert tags.get("images"), f"{experiment}: no image (confusion matrix / samples) logged"
+
+
+def test_confusion_matrix_and_pr_curve_panels(tmp_path: Path) -> None:
+    """callbacks.tensorboard_panels on a binary task's validation outputs, read back from the event file."""
+    from types import SimpleNamespace
+
+    import torch
+    from lightning.pytorch.loggers import TensorBoardLogger
+
+    from callbacks.tensorboard_panels import TensorBoardPanels
+
+    logger = TensorBoardLogger(save_dir=str(tmp_path), name="tensorboard", version="")
+    trainer = SimpleNamespace(sanity_checking=False, world_size=1, is_global_zero=True, loggers=[logger],
+                              current_epoch=0)
+    panels = TensorBoardPanels(class_names=["normal", "tail"])
+    panels.on_validation_epoch_start(trainer, None)
+    prob = torch.tensor([0.1, 0.8, 0.6, 0.3, 0.9, 0.2])
+    target = torch.tensor([0, 1, 0, 1, 1, 0])
+    panels.on_validation_batch_end(trainer, None, {"preds": (prob > 0.5).long(), "target": target,
+                                                   "prob": torch.stack([1 - prob, prob], 1)}, None, 0)
+    panels.on_validation_epoch_end(trainer, None)
+    logger.experiment.flush()
+    tags = read_tags(tmp_path)
+    assert "val/confusion_matrix" in tags["images"]
+    assert "val/pr_curve" in tags["pr_curves"]
