@@ -97,11 +97,14 @@ class FrameEncoder:
         self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                                    ("cpu" if device == "auto" else device))
         self.batch_frames = max(1, int(batch_frames))
-        # The synthetic tiny backbone has random weights: fix them so its cache key stays meaningful.
-        torch.manual_seed(seed)
         num_classes = spec.feature_dim if spec.head_as_projection else 0
-        self.model = create_timm_model(spec.backbone, pretrained=spec.pretrained, weights=spec.weights,
-                                       num_classes=num_classes).eval().to(self.device)
+        # Random weights (synthetic default, pretrained=false) are fixed by the seed so the cache key stays
+        # meaningful; the global generator is left untouched, so a run that extracts and a run that reads
+        # the cache train identically.
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            self.model = create_timm_model(spec.backbone, pretrained=spec.pretrained, weights=spec.weights,
+                                           num_classes=num_classes).eval().to(self.device)
         cfg = getattr(self.model, "pretrained_cfg", {}) or {}
         mean, std = cfg.get("mean", (0.485, 0.456, 0.406)), cfg.get("std", (0.229, 0.224, 0.225))
         self.mean = torch.tensor(mean, device=self.device).view(1, 3, 1, 1) * 255.0

@@ -161,3 +161,17 @@ def test_mapped_features_release_keeps_values(tmp_path: Path) -> None:
 
     clone = pickle.loads(pickle.dumps(arr))  # DataLoader workers get a picklable view
     np.testing.assert_array_equal(clone[4], data[4])
+
+
+def test_building_the_backbone_leaves_the_global_rng_alone() -> None:
+    """A run that extracts and a run that reads the cache must draw the same shuffles and dropout."""
+    import torch
+
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    a = FrameEncoder(EncoderSpec("test_efficientnet", False, None, 32, 16, head_as_projection=True), seed=5)
+    assert torch.equal(torch.rand(3), expected)
+    b = FrameEncoder(EncoderSpec("test_efficientnet", False, None, 32, 16, head_as_projection=True), seed=5)
+    frames = np.full((1, 32, 32, 3), 100, np.uint8)
+    np.testing.assert_array_equal(a(frames), b(frames))  # same seed, same random backbone
