@@ -39,6 +39,15 @@ class PredictionWriter(L.Callback):
             gathered: list[Any] = [None] * trainer.world_size
             dist.all_gather_object(gathered, rows)
             rows = [row for part in gathered for row in part]
+            # DistributedSampler pads the last batch by repeating items: drop the exact repeats.
+            seen: set[tuple] = set()
+            unique = []
+            for row in rows:
+                key = tuple(sorted((k, repr(v)) for k, v in row.items()))
+                if key not in seen:
+                    seen.add(key)
+                    unique.append(row)
+            rows = unique
         # Items split over ranks (e.g. TTA clips of one event) are merged after gathering.
         if hasattr(pl_module, "aggregate_prediction_rows"):
             rows = pl_module.aggregate_prediction_rows(rows)

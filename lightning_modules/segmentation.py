@@ -67,7 +67,8 @@ class SegmentationModule(SuiteModule):
         loss = self.loss_fn(logits, target)
         prob = torch.sigmoid(logits.detach())
         metrics.update(prob.flatten(), target.flatten().long())
-        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(target))
+        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(target),
+                 sync_dist=True)
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "train", batch_size=len(target))
         return loss, prob, target
 
