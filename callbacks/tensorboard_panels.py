@@ -64,7 +64,9 @@ class TensorBoardPanels(L.Callback):
 
         n = self.num_classes or int(max(preds.max(), target.max())) + 1
         matrix = multiclass_confusion_matrix(preds.long(), target.long(), num_classes=max(n, 2))
-        names = self.class_names or [str(i) for i in range(len(matrix))]
+        names = self.class_names or list(getattr(pl_module, "class_names", None) or [])
+        if len(names) != len(matrix):
+            names = [str(i) for i in range(len(matrix))]
         step = trainer.current_epoch
         for writer in writers:
             writer.add_figure(f"{self.stage}/confusion_matrix", _matrix_figure(matrix, names, step), step)

@@ -141,10 +141,16 @@ class BehaviorModule(SuiteModule):
         self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=b)
         return clip_probs, p_tail, target
 
+    def setup(self, stage: str) -> None:
+        # The DataModule orders the names so that the tail class is index 1; follow it, not the config order.
+        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
+        if datamodule is not None and getattr(datamodule, "class_names", None):
+            self.class_names = list(datamodule.class_names)
+
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
         _, p_tail, target = self._event_step(batch, "val")
         self.val_metrics.update(p_tail, target)
-        return {"preds": (p_tail >= self.threshold).long(), "target": target}
+        return {"preds": (p_tail >= self.threshold).long(), "target": target, "prob": p_tail}
 
     def on_validation_epoch_end(self) -> None:
         values = self.val_metrics.compute(self.cluster_decimals)
