@@ -99,11 +99,15 @@ class LegoModule(SuiteModule):
             out["color_acc"] = MulticlassAccuracy(num_classes=len(self.color_names), top_k=1, average="micro")
         return out
 
+    def build_from_datamodule(self, datamodule: Any) -> None:
+        """Build for the classes of a set-up LegoDataModule."""
+        self.build(datamodule.part_names, datamodule.color_names, datamodule.subsets)
+
     def setup(self, stage: str) -> None:
         if self.net is None:
             datamodule = self.trainer.datamodule
             datamodule.setup(stage)
-            self.build(datamodule.part_names, datamodule.color_names, datamodule.subsets)
+            self.build_from_datamodule(datamodule)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["lego_classes"] = {"part_names": self.part_names, "color_names": self.color_names,
