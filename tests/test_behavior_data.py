@@ -151,3 +151,9 @@ def test_path_traversal_in_a_manifest_is_refused(tiny_root: Path, tmp_path: Path
     # with data.video_root set, absolute paths elsewhere are refused too
     with pytest.raises(DataError, match=r"outside the data root"):
         _dm(**_manifests(tiny_root, tmp_path), video_root=str(tmp_path / "videos")).setup("fit")
+
+
+def test_tail_class_absent_from_train_is_an_error(tiny_root: Path, tmp_path: Path) -> None:
+    no_tail = _manifests(tiny_root, tmp_path, lambda df: df[df["label"] != "tail"])
+    with pytest.raises(DataError, match=r"the train split has no 'tail' events"):
+        _dm(**no_tail).setup("fit")
