@@ -58,20 +58,17 @@ def evaluate(run_dir: str | Path, ckpt: str = "best", overrides: list[str] | Non
 
     import lightning as L
 
-    from suite.checkpoints import check_fits
-    from suite.training import build_callbacks, instantiate, write_run_inputs
+    from suite.training import build_callbacks, instantiate, prepare_model_and_data, write_run_inputs
 
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model)
-    check_fits(model, ckpt_path)
+    prepare_model_and_data(model, datamodule, ckpt_path)
     # only what evaluation needs: writers and the task's test-time callbacks, no checkpointing
     skip = ("ModelCheckpoint", "EarlyStopping", "LearningRateMonitor", "TrainingHistory")
     callbacks = [c for c in build_callbacks(cfg) if type(c).__name__ not in skip]
     trainer = L.Trainer(accelerator=cfg.trainer.get("accelerator", "auto"), devices=1, logger=False,
                         callbacks=callbacks, default_root_dir=str(out), enable_checkpointing=False)
-    datamodule.prepare_data()
-    datamodule.setup("test")
     out.mkdir(parents=True, exist_ok=True)
     write_run_inputs(out, datamodule)
     results = trainer.test(model, datamodule=datamodule, ckpt_path=str(ckpt_path), weights_only=True)

@@ -71,6 +71,19 @@ def write_run_inputs(out_dir: Path, datamodule: Any) -> None:
     atomic_write_text(out_dir / "manifests_used.txt", "path\trows\n" + "\n".join(lines) + "\n")
 
 
+def prepare_model_and_data(model: Any, datamodule: Any, ckpt_path: str | Path | None) -> None:
+    """Read the data (bad inputs fail here), let a model that sizes its heads from the data build
+    them, then check that a checkpoint to resume from fits the model."""
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    if hasattr(model, "build_from_datamodule"):
+        model.build_from_datamodule(datamodule)
+    if ckpt_path:
+        from suite.checkpoints import check_fits
+
+        check_fits(model, ckpt_path)
+
+
 def _flat_hparams(cfg: DictConfig) -> dict[str, Any]:
     import pandas as pd
 
@@ -106,17 +119,12 @@ def train(cfg: DictConfig) -> float | None:
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model)
-    if ckpt_path:
-        from suite.checkpoints import check_fits
-
-        check_fits(model, ckpt_path)
     callbacks = build_callbacks(cfg)
     loggers = build_loggers(cfg)
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
     # Read the data before fitting so that bad inputs fail before any training.
-    datamodule.prepare_data()
-    datamodule.setup("fit")
+    prepare_model_and_data(model, datamodule, ckpt_path)
     if trainer.is_global_zero:
         write_run_inputs(out_dir, datamodule)
 

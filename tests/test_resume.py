@@ -54,3 +54,12 @@ def test_ckpt_path_last_and_finished_run_guard(make_cfg, tmp_path: Path) -> None
     assert (run_dir / "metrics" / "metrics.json").read_text() == before
     with pytest.raises(UserError, match="checkpoint not found"):
         train(make_cfg([*fast, f"ckpt_path={tmp_path / 'missing.ckpt'}"], tmp_path / "other"))
+
+
+def test_resume_a_model_whose_heads_come_from_the_data(make_cfg, tmp_path: Path) -> None:
+    """The lego heads are sized from the DataModule's classes: resuming must build them before the fit check."""
+    fast = ["experiment=lego_multitask", "debug=fast", "trainer.max_epochs=2", "model.pretrained=false"]
+    with pytest.raises(SimulatedCrash):
+        train(make_cfg([*fast, "+callbacks.crash._target_=tests.helpers.CrashAtEpoch"], tmp_path / "a"))
+    train(make_cfg([*fast, f"ckpt_path={tmp_path / 'a' / 'checkpoints' / 'last.ckpt'}"], tmp_path / "a"))
+    assert [r["epoch"] for r in history(tmp_path / "a")] == [0, 1]
