@@ -35,6 +35,7 @@ from datamodules.base import SuiteDataModule
 from datamodules.images import read_image
 from datamodules.synthetic import lego as synthetic
 from suite.errors import ConfigError, DataError
+from suite.paths import confined_path
 
 SOURCES = ("legacy", "b200c", "real")
 DEFAULT_COLUMNS = {"path": "path", "part": "part_id", "color": "color_id", "source": "source", "group": "group_id"}
@@ -169,6 +170,7 @@ def _canonical_id(value: str) -> str:
 
 def read_manifest(
     path: Path, columns: Mapping[str, str], source_map: Mapping[str, str], unknown_values: Sequence[str],
+    allow_outside_root: bool = False,
 ) -> list[dict[str, Any]]:
     """Rows as dicts with ``path`` (absolute), ``part``/``color`` (str or None), ``source``, ``subset``, ``group``."""
     if not path.is_file():
@@ -198,9 +200,9 @@ def read_manifest(
                 )
             part = raw.get(columns["part"]) or ""
             color = raw.get(columns["color"]) or ""
-            image = Path(os.path.expanduser(rel))
+            image = confined_path(path.parent, os.path.expanduser(rel), allow_outside_root, f"{path}, line {line}")
             rows.append({
-                "path": image if image.is_absolute() else path.parent / image,
+                "path": image,
                 "name": rel,
                 "part": None if _is_unknown(part, unknown) else part.strip(),
                 "color": None if _is_unknown(color, unknown) else _canonical_id(color),
@@ -288,6 +290,7 @@ class LegoDataModule(SuiteDataModule):
         columns: dict[str, str | None] | None = None,
         source_map: dict[str, str] | None = None,
         unknown_values: list[str] | None = None,
+        allow_outside_root: bool = False,
         tasks: list[str] | None = None,
         split_fractions: list[float] | None = None,
         eval_sources: list[str] | None = None,
@@ -315,6 +318,7 @@ class LegoDataModule(SuiteDataModule):
         self.columns = {**DEFAULT_COLUMNS, **(dict(columns) if columns else {})}
         self.source_map = dict(source_map or {})
         self.unknown_values = [str(v) for v in (unknown_values if unknown_values is not None else ["9999"])]
+        self.allow_outside_root = allow_outside_root
         self.tasks = list(tasks or ["part", "color"])
         if not self.tasks or any(t not in ("part", "color") for t in self.tasks):
             raise ConfigError(f"data.tasks must be a non-empty subset of [part, color], got {self.tasks}")
@@ -388,7 +392,7 @@ class LegoDataModule(SuiteDataModule):
 
     def _read(self) -> list[dict[str, Any]]:
         manifest = self.manifest_path()
-        rows = read_manifest(manifest, self.columns, self.source_map, self.unknown_values)
+        rows = read_manifest(manifest, self.columns, self.source_map, self.unknown_values, self.allow_outside_root)
         self.sources = [(str(manifest), len(rows))]
         rows, targets = self._filter_targets(rows)
         missing = [r for r in rows if not r["path"].is_file()]

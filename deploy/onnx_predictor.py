@@ -73,6 +73,20 @@ class ClassifierLoader:
         self.input_name = self.session.get_inputs()[0].name
         self.output_names = [o.name for o in self.session.get_outputs()]
         self.model_path = model
+        self._check_input_shape()
+
+    def _check_input_shape(self) -> None:
+        """A model exported for other inputs than the bundle's preprocessing gives garbage or an ORT error
+        at the first request; refuse it at load time instead, naming both shapes."""
+        shape = list(self.session.get_inputs()[0].shape)
+        size = int(self.config["size"])
+        expected = [None, 3, size, size]
+        fixed = [d if isinstance(d, int) else None for d in shape]
+        if len(fixed) != 4 or any(f is not None and f != e for f, e in zip(fixed[1:], expected[1:], strict=True)):
+            raise ValueError(
+                f"{self.model_path}: input '{self.input_name}' has shape {shape}, but the bundle's "
+                f"preprocessing (config/preprocessing.json, size {size}) feeds [batch, 3, {size}, {size}]"
+            )
 
     def _json(self, rel: str) -> Any:
         path = self.bundle_dir / rel

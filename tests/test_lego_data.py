@@ -149,3 +149,12 @@ def test_strong_pipeline_matches_the_seed_settings() -> None:
     assert ops["CoarseDropout"].num_holes_range == (8, 8)
     assert isinstance(ops["Affine"], A.Affine) and ops["Affine"].p == 0.5
     assert ops["HueSaturationValue"].p == 0.3 and ops["GaussianBlur"].p == 0.2
+
+
+def test_manifest_path_traversal_is_refused(tmp_path: Path) -> None:
+    _write_real_like(tmp_path)
+    text = (tmp_path / "labels.csv").read_text().splitlines()
+    text[1] = "../../etc/passwd" + text[1][text[1].index(","):]
+    (tmp_path / "labels.csv").write_text("\n".join(text) + "\n")
+    with pytest.raises(DataError, match=r"'../../etc/passwd' \(.*labels.csv, line 2\).*outside the data root"):
+        LegoDataModule(root=str(tmp_path), manifest="labels.csv", columns=REAL_COLUMNS, source_map=REAL_MAP).setup()

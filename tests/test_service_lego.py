@@ -91,3 +91,15 @@ def test_decode_errors() -> None:
 def test_bundle_layout(bundle: Path) -> None:
     assert json.loads((bundle / "config" / "part_names.json").read_text()) == PARTS
     assert (bundle / "models" / "lego_classifier.onnx").is_file() and (bundle / "lego_predictor.py").is_file()
+
+
+def test_model_with_another_input_shape_is_refused_at_load(bundle: Path, tmp_path: Path) -> None:
+    import shutil
+
+    other = tmp_path / "bundle"
+    shutil.copytree(bundle, other)
+    config = json.loads((other / "config" / "preprocessing.json").read_text())
+    config["size"] = 48  # the model was exported for 32x32 inputs
+    (other / "config" / "preprocessing.json").write_text(json.dumps(config))
+    with pytest.raises(ValueError, match=r"lego_classifier.onnx: input 'image' has shape .*32, 32.*size 48"):
+        ClassifierLoader(other)
