@@ -3,10 +3,22 @@
 from __future__ import annotations
 
 import multiprocessing
+import os
+from pathlib import Path
 from typing import Any
 
 import lightning as L
 from torch.utils.data import DataLoader, Dataset, Sampler
+
+from suite.errors import DataError
+
+
+def existing_folder(value: str | Path, key: str = "data.root") -> Path:
+    """The user's folder ``value`` (``~`` expanded, made absolute); a DataError naming ``key`` if it is missing."""
+    folder = Path(os.path.expanduser(str(value))).resolve()
+    if not folder.is_dir():
+        raise DataError(f"{key}: folder not found: {folder}")
+    return folder
 
 
 class SuiteDataModule(L.LightningDataModule):

@@ -23,7 +23,7 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset, WeightedRandomSampler
 
-from datamodules.base import SuiteDataModule
+from datamodules.base import SuiteDataModule, existing_folder
 from datamodules.splits import REQUIRED_COLUMNS, add_event_ids
 from datamodules.video import (
     DecodeStats,
@@ -234,8 +234,7 @@ class BehaviorDataModule(SuiteDataModule):
 
     def _split_files(self, root: Path) -> dict[str, Path]:
         """``train_<split>[_<stamp>].csv``, ``val_...`` and ``test[_<stamp>].csv`` in a folder (newest stamp)."""
-        if not root.is_dir():
-            raise DataError(f"data.manifest_dir: folder not found: {root}")
+        root = existing_folder(root, "data.manifest_dir")
         out = {}
         for kind, stem in (("train", f"train_{self.split}"), ("val", f"val_{self.split}"), ("test", "test")):
             found = sorted(root.glob(f"{stem}.csv")) + sorted(root.glob(f"{stem}_[0-9]*.csv"))

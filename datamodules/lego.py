@@ -31,7 +31,7 @@ from albumentations.pytorch import ToTensorV2
 from torch.utils.data import Dataset, Sampler
 
 from datamodules.augment import seeded_call
-from datamodules.base import SuiteDataModule
+from datamodules.base import SuiteDataModule, existing_folder
 from datamodules.images import read_image
 from datamodules.synthetic import lego as synthetic
 from suite.errors import ConfigError, DataError
@@ -359,10 +359,7 @@ class LegoDataModule(SuiteDataModule):
 
     def data_root(self) -> Path:
         if self.root:
-            root = Path(os.path.expanduser(self.root))
-            if not root.is_dir():
-                raise DataError(f"data.root: folder not found: {root}")
-            return root
+            return existing_folder(self.root)
         return synthetic.default_dir(self.synthetic_dir, self.synthetic_size, self.seed, self.synthetic_real_captures)
 
     def manifest_path(self) -> Path:

@@ -19,7 +19,6 @@ synthetic dataset is generated (datamodules/synthetic/relevance.py).
 from __future__ import annotations
 
 import csv
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,7 +32,7 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from datamodules.augment import seeded_call
-from datamodules.base import SuiteDataModule
+from datamodules.base import SuiteDataModule, existing_folder
 from datamodules.images import image_size as header_size
 from datamodules.images import list_images, read_image, read_mask
 from datamodules.motion import MotionCache, MotionDetector, MotionResult, read_frames
@@ -290,10 +289,7 @@ class RelevanceDataModule(SuiteDataModule):
     # -- data location -------------------------------------------------------------------
     def data_root(self) -> Path:
         if self.root:
-            root = Path(os.path.expanduser(self.root))
-            if not root.is_dir():
-                raise DataError(f"data.root: folder not found: {root}")
-            return root
+            return existing_folder(self.root)
         return synthetic.default_dir(self.synthetic_dir, seed=self.seed, **self.synthetic)
 
     def prepare_data(self) -> None:

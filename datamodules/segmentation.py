@@ -7,7 +7,6 @@ same layout is generated under ``synthetic_dir``.
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 from typing import Any
 
@@ -17,7 +16,7 @@ from albumentations.pytorch import ToTensorV2
 from torch.utils.data import Dataset
 
 from datamodules.augment import seeded_call
-from datamodules.base import SuiteDataModule
+from datamodules.base import SuiteDataModule, existing_folder
 from datamodules.images import image_size, list_images, read_image, read_mask
 from datamodules.synthetic import segmentation as synthetic
 from suite.errors import DataError
@@ -120,10 +119,7 @@ class SegmentationDataModule(SuiteDataModule):
     # -- data location -------------------------------------------------------------------
     def data_root(self) -> Path:
         if self.root:
-            root = Path(os.path.expanduser(self.root))
-            if not root.is_dir():
-                raise DataError(f"data.root: folder not found: {root}")
-            return root
+            return existing_folder(self.root)
         return synthetic.default_dir(self.synthetic_dir, self.synthetic_images, self.synthetic_size, self.seed)
 
     def prepare_data(self) -> None:

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import os
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,7 +29,7 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from datamodules.base import SuiteDataModule
+from datamodules.base import SuiteDataModule, existing_folder
 from datamodules.feature_cache import AugmentSpec, CopyPlan, EncoderSpec, FeatureCache, MappedFeatures
 from datamodules.synthetic import violence as synthetic
 from datamodules.video import VIDEO_EXTENSIONS, tta_positions
@@ -284,10 +283,7 @@ class ViolenceDataModule(SuiteDataModule):
     # -- data location -------------------------------------------------------------------
     def data_root(self) -> Path:
         if self.root:
-            root = Path(os.path.expanduser(self.root)).resolve()
-            if not root.is_dir():
-                raise DataError(f"data.root: folder not found: {root}")
-            return root
+            return existing_folder(self.root)
         return synthetic.default_dir(self.synthetic_dir, self.synthetic_videos, self.synthetic_violent_fraction,
                                      "split", self.seed).resolve()
 

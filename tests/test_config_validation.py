@@ -66,7 +66,8 @@ def test_cli_unknown_override_is_refused_by_hydra(tmp_path: Path) -> None:
 
 def test_help_answers_quickly() -> None:
     """--help must not import torch/lightning (the entry point keeps heavy imports inside main)."""
-    code = "import sys, runpy; sys.argv=['train.py','--help']\ntry:\n runpy.run_path('train.py', run_name='__main__')\n" \
-           "except SystemExit: pass\nprint('torch' in sys.modules, 'lightning' in sys.modules)"
+    code = ("import sys, runpy; sys.argv=['train.py','--help']\n"
+            "try:\n runpy.run_path('train.py', run_name='__main__')\n"
+            "except SystemExit: pass\nprint('torch' in sys.modules, 'lightning' in sys.modules)")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.stdout.strip().splitlines()[-1] == "False False"
