@@ -138,7 +138,7 @@ class BehaviorModule(SuiteModule):
         loss = self.loss_fn(logits, target.repeat_interleave(k))
         clip_probs = torch.softmax(logits.float(), dim=1)[:, 1].view(b, k)
         p_tail = aggregate_tta(clip_probs, self.aggregation, self.threshold)
-        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=b)
+        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=b, sync_dist=True)
         return clip_probs, p_tail, target
 
     def setup(self, stage: str) -> None:

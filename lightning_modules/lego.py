@@ -153,7 +153,8 @@ class LegoModule(SuiteModule):
         terms = self.loss_fn.terms(logits["part"], logits["color"], batch["part"], batch["color"])
         n = len(batch["image"])
         for name, value in terms.items():
-            self.log(f"{stage}/{name}", value, on_step=False, on_epoch=True, prog_bar=name == "loss", batch_size=n)
+            self.log(f"{stage}/{name}", value, on_step=False, on_epoch=True, prog_bar=name == "loss", batch_size=n,
+                     sync_dist=True)
         self._update(stage, "all", logits, batch)
         if stage != "train":
             subsets = list(batch["subset"])

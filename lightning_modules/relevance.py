@@ -158,7 +158,7 @@ class ContrastiveModule(_PhaseModule):
             loss = self.triplet(a, p, neg)
         else:
             loss = info_nce(a, p, neg, self.temperature)
-        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=n)
+        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=n, sync_dist=True)
         if stage != "train":
             right = ((a - neg).norm(dim=1) - (a - p).norm(dim=1)).detach()
             metric = self.val_acc if stage == "val" else self.test_acc
@@ -245,7 +245,8 @@ class RelevanceSegmentationModule(_PhaseModule):
         loss = self.loss_fn(logits, target)
         prob = torch.sigmoid(logits.detach())
         metrics.update(prob.flatten(), target.flatten().long())
-        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(target))
+        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(target),
+                 sync_dist=True)
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage == "val", batch_size=len(target))
         return loss, prob
 

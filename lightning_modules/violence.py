@@ -138,7 +138,7 @@ class ViolenceModule(SuiteModule):
             coll["balanced_acc"].update(p, target)
             coll["f1"].update(p[:, 1], target)
         n = len(target)
-        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=n)
+        self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=n, sync_dist=True)
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage == "val", batch_size=n)
         self.log_dict(tta_metrics, on_step=False, on_epoch=True, batch_size=n)
         return {"preds": prob.argmax(1), "tta_preds": tta_prob.argmax(1), "target": target, "prob": prob,
@@ -146,7 +146,7 @@ class ViolenceModule(SuiteModule):
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
         out = self._eval_step(batch, "val")
-        return {"preds": out["preds"], "target": out["target"]}
+        return {"preds": out["preds"], "target": out["target"], "prob": out["prob"]}
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         out = self._eval_step(batch, "test")
