@@ -152,7 +152,9 @@ class SegmentationDataModule(SuiteDataModule):
         else:
             pairs = pair_images_and_masks(root)
             self.sources = [(str(root), len(pairs))]
-            if self.dev_samples:
+            if self.dev_samples and self.dev_samples < len(pairs):
+                self.sources = [(f"{root} (first {self.dev_samples} of {len(pairs)}: data.dev_samples)",
+                                 self.dev_samples)]
                 pairs = pairs[: self.dev_samples]
             if len(pairs) < 2:
                 raise DataError(f"need at least 2 image/mask pairs to split train/val, found {len(pairs)} in {root}")
