@@ -319,7 +319,7 @@ def test_local_sweep_with_ddp_fails_before_any_job(tmp_path: Path) -> None:
 
 def test_optuna_preset_composes(make_cfg, tmp_path: Path) -> None:
     pytest.importorskip("hydra_plugins.hydra_optuna_sweeper")
-    cfg = make_cfg(["+hparams_search=segmentation_optuna", "experiment=segmentation"], tmp_path / "r")
+    cfg = make_cfg(["hparams_search=segmentation_optuna", "experiment=segmentation"], tmp_path / "r")
     sweeper = cfg.hydra.sweeper
     assert sweeper._target_.endswith("OptunaSweeper")
     assert sweeper.direction == "maximize" and cfg.selection_mode == "max"
