@@ -84,9 +84,10 @@ class LegoModule(SuiteModule):
             for scope in ["all"] + ([] if stage == "train" else [_key(s) for s in self.subsets]):
                 for name, metric in self._new_metrics().items():
                     self.metrics[f"{stage}__{scope}__{name}"] = metric
-        if "part" in heads:
+        for head in heads:
+            names = part_names if head == "part" else color_names
             for stage in ("val", "test"):
-                self.metrics[f"{stage}__confusion"] = MulticlassConfusionMatrix(num_classes=len(part_names))
+                self.metrics[f"{stage}__{head}_confusion"] = MulticlassConfusionMatrix(num_classes=len(names))
 
     def _new_metrics(self) -> dict[str, MulticlassAccuracy]:
         out = {}
@@ -161,10 +162,12 @@ class LegoModule(SuiteModule):
             for subset in set(subsets):
                 mask = torch.tensor([s == subset for s in subsets], device=batch["part"].device)
                 self._update(stage, _key(subset), logits, batch, rows=mask)
-            confusion = self.metrics[f"{stage}__confusion"] if f"{stage}__confusion" in self.metrics else None
-            if confusion is not None and logits["part"] is not None and bool((batch["part"] >= 0).any()):
-                known = batch["part"] >= 0
-                confusion.update(logits["part"][known].argmax(1), batch["part"][known])
+            for head in ("part", "color"):
+                confusion = self.metrics[f"{stage}__{head}_confusion"] if f"{stage}__{head}_confusion" in \
+                    self.metrics else None
+                known = batch[head] >= 0
+                if confusion is not None and logits[head] is not None and bool(known.any()):
+                    confusion.update(logits[head][known].argmax(1), batch[head][known])
         return terms["loss"], logits
 
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
@@ -196,7 +199,7 @@ class LegoModule(SuiteModule):
     # -- epoch ends --------------------------------------------------------------------------
     def _log_metrics(self, stage: str) -> None:
         for key, metric in self.metrics.items():
-            if not key.startswith(f"{stage}__") or key.endswith("__confusion"):
+            if not key.startswith(f"{stage}__") or key.endswith("_confusion"):
                 continue
             _, scope, name = key.split("__")
             if metric.update_called:
@@ -222,14 +225,17 @@ class LegoModule(SuiteModule):
         return sorted(pairs, key=lambda r: (-r["count"], r["true_part"], r["predicted_part"]))
 
     def _confusion(self, stage: str, write_table: bool) -> None:
-        key = f"{stage}__confusion"
-        if key not in self.metrics:
-            return
-        metric = self.metrics[key]
+        for head in ("part", "color"):
+            key = f"{stage}__{head}_confusion"
+            if key in self.metrics:
+                self._head_confusion(stage, head, self.metrics[key], write_table and head == "part")
+
+    def _head_confusion(self, stage: str, head: str, metric: MulticlassConfusionMatrix, write_table: bool) -> None:
         if not metric.update_called or self.trainer.sanity_checking:
             metric.reset()
             return
         matrix = metric.compute().cpu()
+        names = self.part_names if head == "part" else self.color_names
         if write_table and self.trainer.is_global_zero:
             atomic_write_csv(Path(self.trainer.default_root_dir) / "confused_parts.csv", self.confused_pairs(matrix),
                              fieldnames=["true_part", "predicted_part", "count", "true_total"])
@@ -240,9 +246,9 @@ class LegoModule(SuiteModule):
             matplotlib.use("Agg")
             import matplotlib.pyplot as plt
 
-            size = max(4.0, 0.3 * len(self.part_names))
+            size = max(4.0, 0.3 * len(names))
             fig, ax = plt.subplots(figsize=(size, size))
-            metric.plot(val=matrix, ax=ax, labels=self.part_names)
-            logger.experiment.add_figure(f"{stage}/part_confusion", fig, global_step=self.current_epoch)
+            metric.plot(val=matrix, ax=ax, labels=names)
+            logger.experiment.add_figure(f"{stage}/{head}_confusion", fig, global_step=self.current_epoch)
             plt.close(fig)
         metric.reset()

@@ -171,6 +171,38 @@ class ContrastiveModule(_PhaseModule):
 
     def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
         self._step(batch, "val")
+        if batch_idx == 0 and not self.trainer.sanity_checking:
+            self._log_triplets(batch)
+
+    def _log_triplets(self, batch: dict[str, Any], count: int = 4) -> None:
+        """Sample predictions for TensorBoard: anchor | positive | negative with their embedding distances."""
+        logger = self.logger
+        if logger is None or not hasattr(logger.experiment, "add_figure"):
+            return
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+
+        n = min(count, len(batch["anchor"]))
+        with torch.no_grad():
+            emb = self(torch.cat([batch["anchor"][:n], batch["positive"][:n], batch["negative"][:n]]))
+        a, p, neg = emb[:n], emb[n:2 * n], emb[2 * n:]
+        d_pos, d_neg = (a - p).norm(dim=1).tolist(), (a - neg).norm(dim=1).tolist()
+        fig, axes = plt.subplots(n, 3, figsize=(6, 2 * n), squeeze=False)
+        for i in range(n):
+            for j, key in enumerate(("anchor", "positive", "negative")):
+                image = batch[key][i].detach().float().cpu()
+                image = (image - image.min()) / (image.max() - image.min()).clamp(min=1e-6)
+                axes[i][j].imshow(image.permute(1, 2, 0).numpy())
+                axes[i][j].axis("off")
+                if j:
+                    dist = d_pos[i] if j == 1 else d_neg[i]
+                    ok = d_pos[i] < d_neg[i]
+                    axes[i][j].set_title(f"{key} d={dist:.2f}", fontsize=8, color="green" if ok else "red")
+        fig.tight_layout()
+        logger.experiment.add_figure("val/triplets", fig, global_step=self.current_epoch)
+        plt.close(fig)
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         self._step(batch, "test")
