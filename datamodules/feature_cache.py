@@ -36,7 +36,7 @@ import numpy as np
 
 from datamodules.video import probe_video, read_frames, uniform_indices
 from suite.errors import ConfigError, DataError
-from suite.io import atomic_write_json
+from suite.io import atomic_write_json, atomic_write_text
 
 CACHE_VERSION = 1
 
@@ -279,7 +279,7 @@ class _CopyStore:
         if self._fd is not None:
             if self.done is not None and bool(self.done.all()):
                 os.fsync(self._fd)
-                (self.dir / "complete").write_text(json.dumps({"rows": self.n_rows}))
+                atomic_write_text(self.dir / "complete", json.dumps({"rows": self.n_rows}))
             os.close(self._fd)
             self._fd = None
 
