@@ -63,3 +63,13 @@ def test_resume_a_model_whose_heads_come_from_the_data(make_cfg, tmp_path: Path)
         train(make_cfg([*fast, "+callbacks.crash._target_=tests.helpers.CrashAtEpoch"], tmp_path / "a"))
     train(make_cfg([*fast, f"ckpt_path={tmp_path / 'a' / 'checkpoints' / 'last.ckpt'}"], tmp_path / "a"))
     assert [r["epoch"] for r in history(tmp_path / "a")] == [0, 1]
+
+
+def test_same_seed_gives_bit_identical_metrics_on_cpu(make_cfg, tmp_path: Path) -> None:
+    config = [*SMALL, "trainer.max_epochs=2", "seed=7"]
+    for name in ("a", "b"):
+        train(make_cfg(config, tmp_path / name))
+    a, b = (json.loads((tmp_path / n / "metrics" / "metrics.json").read_text()) for n in ("a", "b"))
+    assert {k: v for k, v in a.items() if k != "evaluated_checkpoint"} == \
+        {k: v for k, v in b.items() if k != "evaluated_checkpoint"}
+    assert history(tmp_path / "a") == history(tmp_path / "b")
