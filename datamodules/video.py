@@ -278,3 +278,22 @@ def read_clips(
         out.append(frames[pos : pos + len(clip)])
         pos += len(clip)
     return out
+
+
+def write_mp4(path: str | Path, frames: Sequence[np.ndarray] | np.ndarray, fps: float, crf: int = 23,
+              preset: str = "veryfast") -> Path:
+    """Encode RGB uint8 frames [T, H, W, 3] as H.264 (the synthetic generators' videos)."""
+    import av
+
+    path = Path(path)
+    with av.open(str(path), mode="w") as container:
+        stream = container.add_stream("libx264", rate=fps)
+        stream.width, stream.height = frames[0].shape[1], frames[0].shape[0]
+        stream.pix_fmt = "yuv420p"
+        stream.options = {"crf": str(crf), "preset": preset}
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(np.ascontiguousarray(frame), format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    return path

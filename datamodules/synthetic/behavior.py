@@ -27,6 +27,7 @@ import numpy as np
 import pandas as pd
 
 from datamodules.splits import build_all_splits
+from datamodules.video import write_mp4
 
 NORMAL_BEHAVIOURS = ("walk", "pair", "bob")
 
@@ -81,21 +82,6 @@ def _render_event(
     return out
 
 
-def _write_mp4(path: Path, frames: list[np.ndarray], fps: int) -> None:
-    import av
-
-    with av.open(str(path), "w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height = frames[0].shape[1], frames[0].shape[0]
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": "20", "preset": "ultrafast"}
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
-
-
 def _assign_labels(
     cameras: list[int], tail_cams: set[int], n_videos: int, n_events: int, tail_share: float, confound: bool,
     rng: np.random.Generator,
@@ -137,7 +123,7 @@ def generate(out_dir: Path, params: dict[str, Any]) -> None:
                     "end_s": round(start + params["event_s"], 3), "label": "tail" if is_tail else "normal",
                     "camera": f"cam{cam}", "event_id": f"{name}_e{e}",
                 })
-            _write_mp4(out_dir / "videos" / f"{name}.mp4", frames, fps)
+            write_mp4(out_dir / "videos" / f"{name}.mp4", frames, fps, crf=20, preset="ultrafast")
     events = pd.DataFrame(rows)
     is_test = events["camera"].isin([f"cam{c}" for c in test_cams])
     pool, test = events[~is_test].reset_index(drop=True), events[is_test].reset_index(drop=True)

@@ -19,11 +19,11 @@ import csv
 from collections.abc import Mapping
 from pathlib import Path
 
-import av
 import cv2
 import numpy as np
 
 from datamodules.synthetic.common import ensure_generated, params_key
+from datamodules.video import write_mp4
 
 VIOLENT_FOLDER = "Violence"
 NONVIOLENT_FOLDER = "NonViolence"
@@ -78,19 +78,6 @@ def make_video(rng: np.random.Generator, violent: bool, n_frames: int, size: int
         frame += rng.normal(0, 4, frame.shape).astype(np.float32)
         frames[t] = np.clip(frame, 0, 255).astype(np.uint8)
     return frames
-
-
-def write_mp4(path: Path, frames: np.ndarray, fps: int) -> None:
-    with av.open(str(path), mode="w") as container:
-        stream = container.add_stream("libx264", rate=fps)
-        stream.width, stream.height = frames.shape[2], frames.shape[1]
-        stream.pix_fmt = "yuv420p"
-        stream.options = {"crf": "23", "preset": "veryfast"}
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
-                container.mux(packet)
-        for packet in stream.encode():
-            container.mux(packet)
 
 
 def _labels(rng: np.random.Generator, count: int, violent_fraction: float) -> list[bool]:
