@@ -5,6 +5,7 @@ EXPERIMENT ?=
 SWEEP ?=
 RUN ?=
 ARGS ?=
+LOGDIR ?= outputs
 
 .PHONY: help install test test-all train sweep tensorboard export-pi bench lint format clean
 
@@ -12,7 +13,7 @@ help:
 	@echo "make install                 create .venv and install the suite (editable, with dev tools)"
 	@echo "make train [EXPERIMENT=x] [ARGS='k=v ...']   train (default: segmentation on synthetic data)"
 	@echo "make sweep SWEEP=<name>      run a sweep preset from conf/sweep/ (Hydra multirun)"
-	@echo "make tensorboard             serve TensorBoard over outputs/"
+	@echo "make tensorboard [LOGDIR=d]  serve TensorBoard over outputs/ (or one run or sweep dir)"
 	@echo "make export-pi RUN=<run dir> ONNX + int8 export with parity and latency checks"
 	@echo "make test / test-all         fast tests / all tests including slow ones"
 	@echo "make bench                   benchmarks under bench/ (print figures)"
@@ -40,7 +41,7 @@ sweep:
 	$(PYTHON) train.py -m +sweep=$(SWEEP) $(ARGS)
 
 tensorboard:
-	$(PYTHON) -m tensorboard.main --logdir outputs --bind_all
+	$(PYTHON) -m tensorboard.main --logdir $(LOGDIR) --bind_all
 
 export-pi:
 	@if [ -z "$(RUN)" ]; then echo "usage: make export-pi RUN=<run dir of a lego run>"; exit 2; fi
