@@ -37,10 +37,9 @@ from datamodules.images import image_size as header_size
 from datamodules.images import list_images, read_image, read_mask
 from datamodules.motion import MotionCache, MotionDetector, MotionResult, read_frames
 from datamodules.synthetic import relevance as synthetic
+from suite.backbones import IMAGENET_MEAN, IMAGENET_STD
 from suite.errors import DataError
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 REGION_TRUTH_OVERLAP = 0.3  # share of a region's pixels on a relevant object that makes it relevant
 
 

@@ -19,10 +19,8 @@ from datamodules.augment import seeded_call
 from datamodules.base import SuiteDataModule, existing_folder
 from datamodules.images import image_size, list_images, read_image, read_mask
 from datamodules.synthetic import segmentation as synthetic
+from suite.backbones import IMAGENET_MEAN, IMAGENET_STD
 from suite.errors import DataError
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 def pair_images_and_masks(root: str | Path) -> list[tuple[Path, Path]]:

@@ -18,9 +18,10 @@ from torchmetrics.classification import (
 from torchmetrics.functional.classification import binary_f1_score, binary_jaccard_index
 
 from lightning_modules.base import SuiteModule
+from suite.backbones import IMAGENET_MEAN, IMAGENET_STD
 
-MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+STD = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
 
 
 def segmentation_metrics(prefix: str, threshold: float) -> MetricCollection:

@@ -13,6 +13,10 @@ from typing import Any
 
 from suite.errors import UserError
 
+# Normalisation statistics of the ImageNet-pretrained timm backbones every task uses.
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
+
 
 def create_timm_model(
     name: str, pretrained: bool = False, weights: str | None = None, **kwargs: Any

@@ -12,10 +12,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from suite.backbones import create_timm_model
+from suite.backbones import IMAGENET_MEAN, IMAGENET_STD, create_timm_model
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
 HEAD_OUTPUTS = {"part": "part_logits", "color": "color_logits"}
 
 
