@@ -21,7 +21,8 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from suite import gpu_slots
-from suite.errors import ConfigError
+from suite.errors import ConfigError, UserError
+from suite.run_dir import guard_run_dir, guard_sweep_dir, keep_previous_hydra_config
 
 log = logging.getLogger(__name__)
 
@@ -263,6 +264,17 @@ def _quiet_in_parallel_sweeps(cfg: DictConfig, hydra_cfg: DictConfig | None) -> 
         bar.refresh_rate = 0
 
 
+# A bar redrawn every batch fills a log file with megabytes of carriage returns (SLURM logs, CI).
+LOG_FILE_REFRESH_RATE = 50
+
+
+def _sparse_progress_bar_in_log_files(cfg: DictConfig) -> None:
+    """Stdout going to a file: redraw the bar every LOG_FILE_REFRESH_RATE batches, not every batch."""
+    bar = OmegaConf.select(cfg, "callbacks.progress_bar")
+    if isinstance(bar, DictConfig) and bar.get("refresh_rate") == 1 and not sys.stdout.isatty():
+        bar.refresh_rate = LOG_FILE_REFRESH_RATE
+
+
 def prepare_job(cfg: DictConfig) -> DictConfig:
     """Called by ``suite.training.train`` before anything is built; returns the config to use."""
     hydra_cfg = hydra_config()
@@ -275,6 +287,7 @@ def prepare_job(cfg: DictConfig) -> DictConfig:
         "job_num": OmegaConf.select(hydra_cfg, "job.num") if hydra_cfg else None,
         "multirun": is_multirun(hydra_cfg),
     }
+    _sparse_progress_bar_in_log_files(cfg)
     if not is_multirun(hydra_cfg):
         return cfg
     record.update(reset_process_state(cfg, hydra_cfg))
@@ -315,21 +328,37 @@ except ImportError:  # pragma: no cover
     _HydraCallback = object  # type: ignore[assignment,misc]
 
 
+def _refuse(err: Exception) -> None:
+    # Hydra turns exceptions raised by callbacks into warnings; a refused launch must stop here.
+    print(f"\nerror: {err}", file=sys.stderr)
+    raise SystemExit(2) from None
+
+
 class LaunchChecks(_HydraCallback):
-    """Hydra callback: launch checks before the sweep starts; free the GPU slot when a job ends."""
+    """Hydra callback: checks before Hydra writes anything or a sweep starts; frees the GPU slot after a job."""
+
+    def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
+        # Hydra saves .hydra/ into the run dir before the job starts: check the dir first.
+        run_dir = Path(str(OmegaConf.select(config, "hydra.run.dir")))
+        try:
+            guard_run_dir(run_dir, config)
+        except UserError as err:
+            _refuse(err)
+        kept = keep_previous_hydra_config(run_dir, OmegaConf.select(config, "hydra.output_subdir"))
+        if kept is not None:
+            print(f"kept the run's previous Hydra config in {kept}", file=sys.stderr)
 
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         hydra_cfg = config.hydra
         trainer_cfg = config.trainer
         try:
+            guard_sweep_dir(Path(str(OmegaConf.select(config, "hydra.sweep.dir"))), config)
             check_launch(trainer_cfg, hydra_cfg)
             # A sweep over trainer.devices is checked value by value.
             for value in _swept_values(hydra_cfg, "trainer.devices"):
                 check_launch(OmegaConf.merge(trainer_cfg, {"devices": _parse(value)}), hydra_cfg)
-        except ConfigError as err:
-            # Hydra turns exceptions raised by callbacks into warnings; a refused launch must stop here.
-            print(f"\nerror: {err}", file=sys.stderr)
-            raise SystemExit(2) from None
+        except UserError as err:
+            _refuse(err)
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
         job_finished(config.hydra.runtime.output_dir)

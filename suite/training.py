@@ -12,6 +12,7 @@ from suite.config_check import validate_config
 from suite.errors import UserError
 from suite.io import atomic_write_json, atomic_write_text
 from suite.printing import print_config_tree, print_metrics_table
+from suite.run_dir import guard_run_dir
 
 
 def instantiate(node: DictConfig, **kwargs: Any) -> Any:
@@ -28,16 +29,6 @@ def instantiate(node: DictConfig, **kwargs: Any) -> Any:
         if isinstance(cause, UserError):
             raise cause from None
         raise
-
-
-def guard_run_dir(out_dir: Path, cfg: DictConfig) -> None:
-    """Never overwrite a finished run silently."""
-    finished = out_dir / "metrics" / "metrics.json"
-    if finished.exists() and not cfg.get("overwrite", False) and cfg.get("ckpt_path") in (None, "last"):
-        raise UserError(
-            f"{out_dir} already holds a finished run ({finished}). Choose another hydra.run.dir, "
-            "or pass overwrite=true to replace its outputs."
-        )
 
 
 def resolve_ckpt_path(cfg: DictConfig, out_dir: Path) -> str | None:

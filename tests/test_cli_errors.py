@@ -66,3 +66,43 @@ def test_non_finite_loss_stops_and_keeps_the_last_good_checkpoint(make_cfg, tmp_
     assert ckpt["epoch"] == 0
     assert all(math.isfinite(float(v.float().abs().sum())) for v in ckpt["state_dict"].values())
     assert not (run_dir / "metrics" / "metrics.json").exists()
+
+
+def _fake_run(run_dir: Path, finished: bool) -> str:
+    """A run dir as a first launch leaves it: its Hydra record, and metrics.json once it finished."""
+    (run_dir / ".hydra").mkdir(parents=True)
+    record = "# the first launch's config\nseed: 123\n"
+    (run_dir / ".hydra" / "config.yaml").write_text(record)
+    if finished:
+        (run_dir / "metrics").mkdir()
+        (run_dir / "metrics" / "metrics.json").write_text('{"test/f1": 0.9}')
+    return record
+
+
+def test_finished_run_dir_is_refused_before_hydra_rewrites_its_record(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    record = _fake_run(run_dir, finished=True)
+    proc = run_cli("debug=fast", f"hydra.run.dir={run_dir}")
+    assert proc.returncode == 2, proc.stderr[-1000:]
+    assert "already holds a finished run" in proc.stderr and "overwrite=true" in proc.stderr
+    assert (run_dir / ".hydra" / "config.yaml").read_text() == record
+    assert sorted(p.name for p in run_dir.iterdir()) == [".hydra", "metrics"]
+
+
+def test_resume_keeps_the_first_launch_hydra_record(tmp_path: Path) -> None:
+    run_dir = tmp_path / "run"
+    record = _fake_run(run_dir, finished=False)
+    proc = run_cli("debug=fast", "ckpt_path=last", f"hydra.run.dir={run_dir}")
+    assert proc.returncode == 2 and "ckpt_path=last: no checkpoint" in proc.stderr  # nothing to resume from
+    kept = list(run_dir.glob(".hydra.before-*"))
+    assert len(kept) == 1 and (kept[0] / "config.yaml").read_text() == record
+    assert "ckpt_path=last" in (run_dir / ".hydra" / "overrides.yaml").read_text()
+
+
+def test_sweep_into_a_dir_with_finished_jobs_is_refused(tmp_path: Path) -> None:
+    sweep_dir = tmp_path / "sweep"
+    _fake_run(sweep_dir / "0", finished=True)
+    proc = run_cli("-m", "debug=fast", "seed=1,2", f"hydra.sweep.dir={sweep_dir}")
+    assert proc.returncode == 2, proc.stderr[-1000:]
+    assert "already holds 1 finished job(s) (0)" in proc.stderr
+    assert not (sweep_dir / "1").exists() and not (sweep_dir / "multirun.yaml").exists()

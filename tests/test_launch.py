@@ -17,7 +17,14 @@ from omegaconf import OmegaConf, open_dict
 
 from suite import gpu_slots
 from suite.errors import ConfigError
-from suite.launch import LaunchChecks, check_launch, device_count, prepare_job, reset_process_state
+from suite.launch import (
+    LOG_FILE_REFRESH_RATE,
+    LaunchChecks,
+    check_launch,
+    device_count,
+    prepare_job,
+    reset_process_state,
+)
 from tests.conftest import ROOT
 
 
@@ -139,6 +146,31 @@ def test_prepare_job_leaves_single_runs_alone(make_cfg, tmp_path: Path, monkeypa
     cfg = prepare_job(cfg)
     assert cfg.trainer.devices == 1
     assert gpu_slots.held() is None
+
+
+class _Stream:
+    def __init__(self, tty: bool) -> None:
+        self.tty = tty
+
+    def isatty(self) -> bool:
+        return self.tty
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(("tty", "expected"), [(True, 1), (False, LOG_FILE_REFRESH_RATE)])
+def test_progress_bar_is_redrawn_sparsely_when_stdout_is_a_file(make_cfg, tmp_path: Path, monkeypatch, tty: bool,
+                                                                expected: int) -> None:
+    monkeypatch.setattr(sys, "stdout", _Stream(tty))
+    cfg = prepare_job(make_cfg([], tmp_path / "run"))
+    assert cfg.callbacks.progress_bar.refresh_rate == expected
+    # a rate the user chose is theirs
+    cfg = prepare_job(make_cfg(["callbacks.progress_bar.refresh_rate=5"], tmp_path / "run2"))
+    assert cfg.callbacks.progress_bar.refresh_rate == 5
 
 
 def test_reset_gives_each_job_its_share_of_threads_and_clears_caches(make_cfg, tmp_path: Path) -> None:
