@@ -368,8 +368,6 @@ class RelevanceSegmentationModule(_PhaseModule):
             if hasattr(logger.experiment, "add_image"):
                 logger.experiment.add_image("test/comparison", image, global_step=self.global_step,
                                             dataformats="HWC")
-                # the test stage ends without a logger finalize; unflushed events would be lost
-                logger.experiment.flush()
 
     def save_phase_files(self) -> None:
         dm = self.trainer.datamodule

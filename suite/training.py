@@ -94,6 +94,13 @@ def _scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
     return out
 
 
+def close_loggers(trainer: Any, status: str) -> None:
+    """Flush and close every logger: Lightning finalizes them after ``fit`` but not after ``test``,
+    which leaves the test events in a writer thread that outlives the run (and its directory)."""
+    for logger in trainer.loggers:
+        logger.finalize(status)
+
+
 def train(cfg: DictConfig) -> float | None:
     from suite.launch import prepare_job
 
@@ -114,32 +121,37 @@ def train(cfg: DictConfig) -> float | None:
     loggers = build_loggers(cfg)
     trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
 
-    # Read the data before fitting so that bad inputs fail before any training.
-    prepare_model_and_data(model, datamodule, ckpt_path)
-    if trainer.is_global_zero:
-        write_run_inputs(out_dir, datamodule)
+    status = "failed"
+    try:
+        # Read the data before fitting so that bad inputs fail before any training.
+        prepare_model_and_data(model, datamodule, ckpt_path)
+        if trainer.is_global_zero:
+            write_run_inputs(out_dir, datamodule)
 
-    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-    fit_metrics = _scalar_metrics(trainer.callback_metrics)
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        fit_metrics = _scalar_metrics(trainer.callback_metrics)
 
-    checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
-    metrics: dict[str, Any] = {}
-    if cfg.test_after_fit:
-        best = checkpoint.best_model_path if checkpoint is not None else ""
-        results = trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
-        metrics.update(_scalar_metrics(results[0] if results else {}))
-        metrics["evaluated_checkpoint"] = best or "last weights in memory"
-    if checkpoint is not None and checkpoint.best_model_score is not None:
-        metrics[f"best_{cfg.selection_metric}"] = float(checkpoint.best_model_score)
-    metrics["epochs_trained"] = trainer.current_epoch
-    metrics["final_val"] = {k: v for k, v in fit_metrics.items() if k.startswith("val/")}
+        checkpoint = next((c for c in trainer.callbacks if isinstance(c, ModelCheckpoint)), None)
+        metrics: dict[str, Any] = {}
+        if cfg.test_after_fit:
+            best = checkpoint.best_model_path if checkpoint is not None else ""
+            results = trainer.test(model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
+            metrics.update(_scalar_metrics(results[0] if results else {}))
+            metrics["evaluated_checkpoint"] = best or "last weights in memory"
+        if checkpoint is not None and checkpoint.best_model_score is not None:
+            metrics[f"best_{cfg.selection_metric}"] = float(checkpoint.best_model_score)
+        metrics["epochs_trained"] = trainer.current_epoch
+        metrics["final_val"] = {k: v for k, v in fit_metrics.items() if k.startswith("val/")}
 
-    if trainer.is_global_zero:
-        atomic_write_json(out_dir / "metrics" / "metrics.json", metrics)
-        for logger in trainer.loggers:
-            logger.log_hyperparams(_flat_hparams(cfg), metrics={
-                k: v for k, v in metrics.items() if isinstance(v, float) and math.isfinite(v)})
-        print_metrics_table({k: v for k, v in metrics.items() if isinstance(v, float | int)},
-                            title=f"{cfg.task_name}: final metrics ({out_dir})")
+        if trainer.is_global_zero:
+            atomic_write_json(out_dir / "metrics" / "metrics.json", metrics)
+            for logger in trainer.loggers:
+                logger.log_hyperparams(_flat_hparams(cfg), metrics={
+                    k: v for k, v in metrics.items() if isinstance(v, float) and math.isfinite(v)})
+            print_metrics_table({k: v for k, v in metrics.items() if isinstance(v, float | int)},
+                                title=f"{cfg.task_name}: final metrics ({out_dir})")
+        status = "success"
+    finally:
+        close_loggers(trainer, status)
     score = metrics.get(f"best_{cfg.selection_metric}")
     return float(score) if score is not None else None

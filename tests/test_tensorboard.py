@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import threading
 from pathlib import Path
 
 import pytest
@@ -43,9 +44,16 @@ def check_common_tags(tags: dict[str, list[str]], name: str) -> None:
     assert {"_hparams_/experiment", "_hparams_/session_start_info"} <= set(tags.get("hparams", [])), name
 
 
+def live_event_writers() -> int:
+    return sum(type(t).__name__ == "_AsyncWriterThread" and t.is_alive() for t in threading.enumerate())
+
+
 def test_segmentation_dashboard_tags(make_cfg, tmp_path: Path) -> None:
     run_dir = tmp_path / "seg"
+    writers_before = live_event_writers()
     train(make_cfg(["experiment=segmentation", *FAST], run_dir))
+    # the test-stage events are flushed and the writer closed when train() returns
+    assert live_event_writers() == writers_before
     tags = read_tags(run_dir)
     check_common_tags(tags, "segmentation")
     scalars = set(tags["scalars"])
