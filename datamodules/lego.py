@@ -302,7 +302,7 @@ class LegoDataModule(SuiteDataModule):
         curriculum: list[dict[str, Any]] | None = None,
         synthetic_dir: str = "data/synthetic",
         synthetic_size: int = 64,
-        synthetic_real_captures: int = 7,
+        synthetic_real_captures: int = 40,
         dev_samples: int | None = None,
         seed: int = 0,
         batch_size: int = 64,

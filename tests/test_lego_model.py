@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -66,7 +67,11 @@ def test_batch_without_any_label_is_zero_not_nan() -> None:
 # -- network -------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def tiny_nets() -> dict[float, LegoClassifier]:
-    return {r: LegoClassifier(num_parts=4, num_colors=3, freeze_ratio=r) for r in (0.0, 0.5, 1.0)}
+    nets = {}
+    for ratio in (0.0, 0.5, 1.0):
+        nets[ratio] = LegoClassifier(num_parts=4, num_colors=3, freeze_ratio=0.0)
+        nets[ratio].freeze(ratio)
+    return nets
 
 
 def _trainable(unit: torch.nn.Module) -> bool:
@@ -84,6 +89,18 @@ def test_freeze_ratio_freezes_the_first_layers(tiny_nets: dict[float, LegoClassi
         assert _trainable(net.shared) and _trainable(net.part_head) and _trainable(net.color_head)
     net = tiny_nets[0.5].train()
     assert not units[1].training and units[-1].training  # frozen BatchNorm keeps its statistics
+
+
+def test_freeze_ratio_applies_to_loaded_weights_only(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Frozen random layers only take away capacity: without weights, every layer trains."""
+    random_init = LegoClassifier(num_parts=4, num_colors=3, freeze_ratio=0.5)
+    assert random_init.freeze_ratio == 0.0 and all(_trainable(u) for u in backbone_units(random_init.backbone))
+    assert "freeze_ratio=0.5 not applied" in capsys.readouterr().out
+    weights = tmp_path / "efficientnet_b0.pth"
+    torch.save(random_init.backbone.state_dict(), weights)
+    loaded = LegoClassifier(num_parts=4, num_colors=3, freeze_ratio=0.5, weights=str(weights))
+    assert [_trainable(u) for u in backbone_units(loaded.backbone)] == [False] * 10 + [True] * 10
+    assert torch.equal(loaded.backbone.conv_stem.weight, random_init.backbone.conv_stem.weight)
 
 
 def test_forward_normalises_inside_and_names_outputs(tiny_nets: dict[float, LegoClassifier]) -> None:

@@ -188,7 +188,7 @@ def _write(out: Path, size: int, seed: int, legacy_per_combo: int, b200c_views: 
 
 def generate(
     out_dir: str | Path, size: int = 64, seed: int = 0, legacy_per_combo: int = 2, b200c_views: int = 8,
-    real_captures: int = 7,
+    real_captures: int = 40,
 ) -> Path:
     """Write the three sources, ``manifest.csv`` and ``target_parts.txt`` under ``out_dir`` (cached)."""
     params = {"task": "lego", "size": size, "seed": seed, "legacy_per_combo": legacy_per_combo,
@@ -207,7 +207,7 @@ def main() -> None:
     parser.add_argument("out", type=Path)
     parser.add_argument("--size", type=int, default=64)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--real-captures", type=int, default=7, help="captures (3 views each) per part")
+    parser.add_argument("--real-captures", type=int, default=40, help="captures (3 views each) per part")
     args = parser.parse_args()
     path = generate(args.out, args.size, args.seed, real_captures=args.real_captures)
     print(f"wrote the synthetic LEGO dataset to {path}")

@@ -7,12 +7,15 @@ the same preprocessing. It returns one logits tensor per head, in ``output_names
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
 from suite.backbones import IMAGENET_MEAN, IMAGENET_STD, create_timm_model
+
+log = logging.getLogger(__name__)
 
 HEAD_OUTPUTS = {"part": "part_logits", "color": "color_logits"}
 
@@ -69,8 +72,16 @@ class LegoClassifier(nn.Module):
                 raise ValueError(f"the {head} head needs num_{head}s > 0")
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1) * 255.0, persistent=False)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255.0, persistent=False)
-        self.freeze_ratio = freeze_ratio
         self.frozen_units: list[nn.Module] = []
+        if freeze_ratio > 0 and not (pretrained or weights):
+            # The seed freezes layers to keep ImageNet features; frozen random layers only take away
+            # capacity (from scratch, the preset stayed at chance on the synthetic data).
+            message = (f"model.net.freeze_ratio={freeze_ratio} not applied: the backbone starts from random "
+                       "weights (model.pretrained=false, no model.weights), so every layer trains")
+            log.warning(message)
+            print(f"note: {message}")
+            freeze_ratio = 0.0
+        self.freeze_ratio = freeze_ratio
         self.freeze(freeze_ratio)
 
     @property
