@@ -72,8 +72,11 @@ class EncoderSpec:
     weights: str | None
     frame_size: int
     feature_dim: int
-    # True only for the synthetic default: the tiny model's classifier head outputs feature_dim values.
+    # True only for the synthetic default: a fixed random fc7-like projection of the tiny model's
+    # pooled features outputs feature_dim values.
     head_as_projection: bool = False
+    # bumped when the synthetic projection changes, so caches of the old one are not reused
+    projection_version: int = 2
 
     def key_fields(self) -> dict[str, Any]:
         fields = asdict(self)
@@ -83,6 +86,22 @@ class EncoderSpec:
             fields["weights"] = [str(path.resolve()), stat.st_size if stat else None,
                                  stat.st_mtime_ns if stat else None]
         return fields
+
+
+def _with_fc7_like_projection(model: Any, feature_dim: int) -> Any:
+    """The synthetic default's stand-in for VGG16 fc7: ReLU(W norm(x)), W He-initialised.
+
+    A tiny random backbone pools features around 1e-3, and a timm classifier head is initialised for
+    logits; together they gave features around 1e-4, far below fc7's scale (order 1), so the seed's L2
+    penalty swamped every signal. Normalising the pooled vector and a variance-keeping projection
+    give sparse non-negative features of order 1, like fc7's.
+    """
+    from torch import nn
+
+    projection = nn.Linear(model.num_features, feature_dim)
+    nn.init.kaiming_normal_(projection.weight, nonlinearity="relu")
+    nn.init.zeros_(projection.bias)
+    return nn.Sequential(model, nn.LayerNorm(model.num_features, elementwise_affine=False), projection, nn.ReLU())
 
 
 class FrameEncoder:
@@ -97,15 +116,17 @@ class FrameEncoder:
         self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
                                    ("cpu" if device == "auto" else device))
         self.batch_frames = max(1, int(batch_frames))
-        num_classes = spec.feature_dim if spec.head_as_projection else 0
         # Random weights (synthetic default, pretrained=false) are fixed by the seed so the cache key stays
         # meaningful; the global generator is left untouched, so a run that extracts and a run that reads
         # the cache train identically.
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
-            self.model = create_timm_model(spec.backbone, pretrained=spec.pretrained, weights=spec.weights,
-                                           num_classes=num_classes).eval().to(self.device)
-        cfg = getattr(self.model, "pretrained_cfg", {}) or {}
+            model = create_timm_model(spec.backbone, pretrained=spec.pretrained, weights=spec.weights,
+                                      num_classes=0)
+            cfg = getattr(model, "pretrained_cfg", {}) or {}
+            if spec.head_as_projection:
+                model = _with_fc7_like_projection(model, spec.feature_dim)
+        self.model = model.eval().to(self.device)
         mean, std = cfg.get("mean", (0.485, 0.456, 0.406)), cfg.get("std", (0.229, 0.224, 0.225))
         self.mean = torch.tensor(mean, device=self.device).view(1, 3, 1, 1) * 255.0
         self.std = torch.tensor(std, device=self.device).view(1, 3, 1, 1) * 255.0
