@@ -1,6 +1,7 @@
 """Synthetic violence videos in the user layouts the violence DataModule reads.
 
-Two classes that differ only in motion, so a model must look at the sequence, not one frame:
+Two classes that differ only in motion (and in the motion blur it leaves in a frame, as a real
+camera's exposure does):
 - violent: two or three blobs moving fast and erratically (random kicks every frame) and pulled
   towards each other, so they collide and bounce;
 - non-violent: one to three blobs drifting slowly along smooth, nearly straight paths.
@@ -62,6 +63,25 @@ def _trajectories(rng: np.random.Generator, violent: bool, n_frames: int, size: 
     return [out[:, i] for i in range(n_blobs)]
 
 
+# Sub-positions integrated over the shutter time of one frame.
+EXPOSURE_STEPS = 6
+# Share of the frame interval the shutter is open (a 1/30 s exposure at 15 fps).
+SHUTTER = 0.5
+
+
+def _exposure(previous: np.ndarray, current: np.ndarray, radius: float, size: int) -> np.ndarray:
+    """A blob's coverage (0-1) over one exposure: it moves during the shutter time, so fast blobs
+    smear along their path (motion blur) and slow ones stay sharp, as with a real camera."""
+    coverage = np.zeros((size, size), np.float32)
+    start = current - SHUTTER * (current - previous)
+    for k in range(EXPOSURE_STEPS):
+        x, y = start + (current - start) * k / max(EXPOSURE_STEPS - 1, 1)
+        mask = np.zeros((size, size), np.float32)
+        cv2.circle(mask, (int(round(x)), int(round(y))), int(radius), 1.0, -1, lineType=cv2.LINE_AA)
+        coverage += mask
+    return coverage / EXPOSURE_STEPS
+
+
 def make_video(rng: np.random.Generator, violent: bool, n_frames: int, size: int,
                background: np.ndarray | None = None) -> np.ndarray:
     """uint8 RGB ``[n_frames, size, size, 3]``."""
@@ -73,8 +93,8 @@ def make_video(rng: np.random.Generator, violent: bool, n_frames: int, size: int
     for t in range(n_frames):
         frame = base.copy()
         for path, color, radius in zip(paths, colors, radii, strict=True):
-            x, y = path[t]
-            cv2.circle(frame, (int(x), int(y)), int(radius), color.tolist(), -1, lineType=cv2.LINE_AA)
+            coverage = _exposure(path[max(t - 1, 0)], path[t], radius, size)
+            frame = frame * (1.0 - coverage[..., None]) + color[None, None, :] * coverage[..., None]
         frame += rng.normal(0, 4, frame.shape).astype(np.float32)
         frames[t] = np.clip(frame, 0, 255).astype(np.uint8)
     return frames
@@ -106,7 +126,7 @@ def generate(
     if not 0.0 <= violent_fraction <= 1.0:
         raise ValueError(f"violent_fraction must be in [0, 1], got {violent_fraction}")
     params = {"task": "violence", "videos": videos, "violent_fraction": violent_fraction, "n_frames": n_frames,
-              "size": size, "fps": fps, "layout": layout, "group_size": group_size, "seed": seed, "version": 1}
+              "size": size, "fps": fps, "layout": layout, "group_size": group_size, "seed": seed, "version": 2}
 
     def _write(tmp: Path) -> None:
         rng = np.random.default_rng(seed)
