@@ -1,6 +1,6 @@
 """Peak resident memory of training on 1k vs 10k cached sequences, and training throughput.
 
-    python bench/bench_violence_memory.py [--sizes 1000 10000] [--steps N] [--dir /tmp/violence_bench]
+    python bench/bench_violence_memory.py [--sizes 1000 10000] [--steps N] [--dir /tmp/violence_bench] [--keep]
 
 Writes float16 caches of N sequences of 30 x 4096 (the seed's VGG16 fc7 features; 1k = 0.25 GB,
 10k = 2.5 GB) once under --dir, then for each size runs, in a fresh process, Lightning training of
@@ -128,6 +128,8 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--dir", type=Path, default=Path("/tmp/violence_bench"))
     parser.add_argument("--mode", choices=["mmap", "load"], default="mmap")
+    parser.add_argument("--keep", action="store_true",
+                        help="keep the cache files (2.5 GiB at 10k sequences); by default each goes after its run")
     parser.add_argument("--child", type=Path, default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child is not None:
@@ -143,7 +145,11 @@ def main() -> None:
               flush=True)
         cmd = [sys.executable, __file__, "--child", str(path), "--batch-size", str(args.batch_size),
                "--mode", args.mode] + (["--steps", str(args.steps)] if args.steps else [])
-        out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        try:
+            out = subprocess.run(cmd, capture_output=True, text=True, check=True)
+        finally:
+            if not args.keep:
+                path.unlink(missing_ok=True)
         result = json.loads(out.stdout.strip().splitlines()[-1])
         results.append(result)
         print(f"{n:>6} sequences: {result['batches']} training batches in {result['seconds']:.1f} s, "
