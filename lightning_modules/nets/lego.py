@@ -74,8 +74,8 @@ class LegoClassifier(nn.Module):
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 3, 1, 1) * 255.0, persistent=False)
         self.frozen_units: list[nn.Module] = []
         if freeze_ratio > 0 and not (pretrained or weights):
-            # The seed freezes layers to keep ImageNet features; frozen random layers only take away
-            # capacity (from scratch, the preset stayed at chance on the synthetic data).
+            # The seed freezes layers to keep ImageNet features; frozen random layers are fixed random
+            # projections that never improve, capacity lost for nothing.
             message = (f"model.net.freeze_ratio={freeze_ratio} not applied: the backbone starts from random "
                        "weights (model.pretrained=false, no model.weights), so every layer trains")
             log.warning(message)
