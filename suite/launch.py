@@ -255,23 +255,19 @@ def check_slurm_tasks(cfg: DictConfig) -> None:
         raise ConfigError(f"SLURM started {tasks} tasks per node but trainer.devices={n}; they must match.")
 
 
-def _quiet_in_parallel_sweeps(cfg: DictConfig, hydra_cfg: DictConfig | None) -> None:
-    """Progress bars of parallel workers interleave into noise; the per-epoch summary line stays."""
-    if not is_multirun(hydra_cfg):
-        return
-    bar = OmegaConf.select(cfg, "callbacks.progress_bar")
-    if isinstance(bar, DictConfig) and "refresh_rate" in bar:
-        bar.refresh_rate = 0
-
-
 # A bar redrawn every batch fills a log file with megabytes of carriage returns (SLURM logs, CI).
 LOG_FILE_REFRESH_RATE = 50
 
 
-def _sparse_progress_bar_in_log_files(cfg: DictConfig) -> None:
-    """Stdout going to a file: redraw the bar every LOG_FILE_REFRESH_RATE batches, not every batch."""
+def _fit_progress_bar_to_output(cfg: DictConfig, hydra_cfg: DictConfig | None) -> None:
+    """Parallel sweep workers: no bar (their bars interleave into noise; the per-epoch summary line
+    stays). Stdout going to a file: redraw every LOG_FILE_REFRESH_RATE batches, unless the user chose a rate."""
     bar = OmegaConf.select(cfg, "callbacks.progress_bar")
-    if isinstance(bar, DictConfig) and bar.get("refresh_rate") == 1 and not sys.stdout.isatty():
+    if not isinstance(bar, DictConfig) or "refresh_rate" not in bar:
+        return
+    if is_multirun(hydra_cfg):
+        bar.refresh_rate = 0
+    elif bar.refresh_rate == 1 and not sys.stdout.isatty():
         bar.refresh_rate = LOG_FILE_REFRESH_RATE
 
 
@@ -287,7 +283,7 @@ def prepare_job(cfg: DictConfig) -> DictConfig:
         "job_num": OmegaConf.select(hydra_cfg, "job.num") if hydra_cfg else None,
         "multirun": is_multirun(hydra_cfg),
     }
-    _sparse_progress_bar_in_log_files(cfg)
+    _fit_progress_bar_to_output(cfg, hydra_cfg)
     if not is_multirun(hydra_cfg):
         return cfg
     record.update(reset_process_state(cfg, hydra_cfg))
@@ -297,7 +293,6 @@ def prepare_job(cfg: DictConfig) -> DictConfig:
     resumed = resume_after_requeue(cfg, hydra_cfg)
     if resumed:
         record["resumed_from"] = resumed
-    _quiet_in_parallel_sweeps(cfg, hydra_cfg)
     record["cuda_visible_devices"] = os.environ.get("CUDA_VISIBLE_DEVICES")
     record["slurm_job_id"] = os.environ.get("SLURM_JOB_ID")
     from suite.io import atomic_write_json

@@ -133,6 +133,7 @@ def test_prepare_job_points_the_trainer_at_its_slot(make_cfg, tmp_path: Path, lo
         cfg = prepare_job(cfg)
         assert list(cfg.trainer.devices) == [1]
         assert os.environ[gpu_slots.SLOT_ENV] == "1"
+        assert cfg.callbacks.progress_bar.refresh_rate == 0  # parallel workers print no bar
         record = json.loads((tmp_path / "job" / "launch.json").read_text())
         assert record["gpu_slot"] == 1 and record["trainer_devices"] == [1] and record["multirun"] is True
     finally:
