@@ -60,10 +60,9 @@ def keep_previous_hydra_config(run_dir: Path, output_subdir: str | None) -> Path
     current = run_dir / output_subdir
     if not (current / "config.yaml").is_file():
         return None
-    kept = run_dir / f"{output_subdir}.before-{time.strftime('%Y-%m-%d_%H-%M-%S')}"
-    suffix = 1
-    while kept.exists():
-        kept = kept.with_name(f"{kept.name.split('~')[0]}~{suffix}")
-        suffix += 1
+    base = f"{output_subdir}.before-{time.strftime('%Y-%m-%d_%H-%M-%S')}"
+    kept, suffix = run_dir / base, 1
+    while kept.exists():  # two relaunches within one second
+        kept, suffix = run_dir / f"{base}~{suffix}", suffix + 1
     shutil.copytree(current, kept)
     return kept
