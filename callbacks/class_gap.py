@@ -9,6 +9,8 @@ from typing import Any
 import lightning as L
 import torch
 
+from suite.printing import warn_on_console
+
 log = logging.getLogger(__name__)
 
 
@@ -81,16 +83,14 @@ class ClassGap(L.Callback):
             self.level = "critical"
             message = (f"CRITICAL class gap {gap:.1f} points (> {self.critical}) "
                        f"at epoch {trainer.current_epoch}: {accs}")
-            log.warning(message)
-            print(f"\n{message}")
+            warn_on_console(log, message)
             if self.stop_on_critical:
                 print("stopping: class gap is critical (callbacks.class_gap.stop_on_critical=true)")
                 trainer.should_stop = True
         elif gap > self.warn:
             self.level = "warn"
             message = f"class gap warning: {gap:.1f} points (> {self.warn}) at epoch {trainer.current_epoch}: {accs}"
-            log.warning(message)
-            print(f"\n{message}")
+            warn_on_console(log, message)
         else:
             self.level = "ok"
         self.metric.reset()

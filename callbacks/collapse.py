@@ -7,6 +7,8 @@ from typing import Any
 
 import lightning as L
 
+from suite.printing import warn_on_console
+
 log = logging.getLogger(__name__)
 
 
@@ -59,8 +61,7 @@ class PredictionCollapse(L.Callback):
                 f"Predictions may be collapsing! Batch {batch_idx}: "
                 f"pred_mean={pred_mean:.6f}, target_mean={target_mean:.4f}"
             )
-            log.warning(message)
-            print(f"\n\u26a0\ufe0f  {message}")
+            warn_on_console(log, message, prefix="\n\u26a0\ufe0f  ")
         if self.stop_training:
             print("\nstopping: prediction collapse (callbacks.prediction_collapse.stop_training=true)")
             trainer.should_stop = True

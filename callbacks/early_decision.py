@@ -8,6 +8,8 @@ from typing import Any
 
 import lightning as L
 
+from suite.printing import warn_on_console
+
 log = logging.getLogger(__name__)
 
 
@@ -83,8 +85,7 @@ class EarlyDecision(L.Callback):
         self.decision = "stop"
         message = (f"early decision at epoch {epoch}: {what}, not {sign} {self.threshold:g} -> "
                    f"{'stopping' if self.stop else 'warning only'}: {self.advice}")
-        log.warning(message)
-        print(f"\n{message}")
+        warn_on_console(log, message)
         if self.stop:
             trainer.should_stop = True
 

@@ -1,12 +1,20 @@
-"""Console output of a run: the composed config as a tree and the final metrics as a table."""
+"""Console output of a run: the composed config as a tree, the final metrics as a table, warnings."""
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping, Sequence
 
 from omegaconf import DictConfig, OmegaConf
 
 CONFIG_ORDER = ("data", "model", "callbacks", "logger", "trainer", "paths", "extras")
+
+
+def warn_on_console(logger: logging.Logger, message: str, prefix: str = "\n") -> None:
+    """Log ``message`` as a warning and print it. Hydra's job logging writes to train.log only, so a
+    warning that must reach the user watching the run is printed too."""
+    logger.warning(message)
+    print(f"{prefix}{message}")
 
 
 def print_config_tree(cfg: DictConfig, order: Sequence[str] = CONFIG_ORDER) -> None:

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from suite.backbones import IMAGENET_MEAN, IMAGENET_STD, create_timm_model
+from suite.printing import warn_on_console
 
 log = logging.getLogger(__name__)
 
@@ -78,8 +79,7 @@ class LegoClassifier(nn.Module):
             # projections that never improve, capacity lost for nothing.
             message = (f"model.net.freeze_ratio={freeze_ratio} not applied: the backbone starts from random "
                        "weights (model.pretrained=false, no model.weights), so every layer trains")
-            log.warning(message)
-            print(f"note: {message}")
+            warn_on_console(log, message, prefix="note: ")
             freeze_ratio = 0.0
         self.freeze_ratio = freeze_ratio
         self.freeze(freeze_ratio)
