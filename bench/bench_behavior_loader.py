@@ -15,6 +15,7 @@ import statistics
 import sys
 import tempfile
 import time
+from itertools import chain, repeat
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
@@ -28,14 +29,10 @@ from lightning_modules.nets.behavior import ClipClassifier  # noqa: E402
 
 def timed_batches(loader, n: int):  # noqa: ANN001, ANN201
     out, times = [], []
-    it = iter(loader)
+    it = chain.from_iterable(repeat(loader))  # a new pass over the loader whenever one ends
     for _ in range(n):
         t0 = time.perf_counter()
-        try:
-            batch = next(it)
-        except StopIteration:
-            it = iter(loader)
-            batch = next(it)
+        batch = next(it)
         times.append(time.perf_counter() - t0)
         out.append(batch)
     return out, times

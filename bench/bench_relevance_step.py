@@ -15,6 +15,7 @@ import statistics
 import sys
 import tempfile
 import time
+from itertools import chain, repeat
 from pathlib import Path
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
@@ -54,14 +55,10 @@ def main() -> None:
         batches = [b for _, b in zip(range(args.steps), loader, strict=False)]
         step(batches[0])  # warm-up
         data_path, loading = [], []
-        it = iter(loader)
+        it = chain.from_iterable(repeat(loader))  # a new pass over the loader whenever one ends
         for _ in range(args.steps):
             t0 = time.perf_counter()
-            try:
-                batch = next(it)
-            except StopIteration:
-                it = iter(loader)
-                batch = next(it)
+            batch = next(it)
             t1 = time.perf_counter()
             step(batch)
             data_path.append(time.perf_counter() - t0)
