@@ -2,14 +2,13 @@
 
     python evaluate.py <run dir> [--ckpt best|last|<file>] [--out <dir>] [key=value ...]
 
-Overrides use the run's config keys, e.g. ``data.root=/data/new_camera``. Writes
+Overrides use the run's config keys in Hydra's grammar, e.g. ``data.root=/data/new_camera``. Writes
 ``metrics/metrics.json``, ``predictions_agg.csv``, ``label_map.json`` and ``manifests_used.txt``
 under ``<run dir>/eval/<timestamp>/`` (or ``--out``).
 """
 
 from __future__ import annotations
 
-import argparse
 import os
 import sys
 
@@ -17,18 +16,15 @@ os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(prog="python evaluate.py", description=__doc__.splitlines()[0])
-    parser.add_argument("run_dir", help="a run directory written by train.py")
-    parser.add_argument("overrides", nargs="*", help="config overrides key=value (e.g. data.root=<dir>)")
-    parser.add_argument("--ckpt", default="best", help="best, last, or a checkpoint file (default: best)")
-    parser.add_argument("--out", default=None, help="output folder (default: <run dir>/eval/<timestamp>)")
-    args = parser.parse_args(argv)
-
+    from suite.cli import parse_run_command
     from suite.errors import run_guarded
     from suite.evaluation import evaluate
 
-    run_guarded(evaluate, args.run_dir, ckpt=args.ckpt, overrides=args.overrides, out_dir=args.out)
+    command = parse_run_command(sys.argv[1:] if argv is None else argv, prog="python evaluate.py",
+                                description=__doc__.splitlines()[0],
+                                epilog="the output folder defaults to <run dir>/eval/<timestamp>")
+    run_guarded(evaluate, command.run, ckpt=command.ckpt, overrides=command.overrides, out_dir=command.out)
 
 
 if __name__ == "__main__":
-    main(sys.argv[1:])
+    main()

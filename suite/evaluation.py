@@ -6,55 +6,22 @@ import time
 from pathlib import Path
 from typing import Any
 
-from omegaconf import DictConfig, OmegaConf, open_dict
-
 from suite.config_check import validate_config
-from suite.errors import ConfigError, UserError
 from suite.io import atomic_write_json
 from suite.printing import print_metrics_table
+from suite.run_dir import RunDir
 
 
-def load_run_config(run_dir: Path, overrides: list[str], out_dir: Path) -> DictConfig:
-    """The run's composed config (``.hydra/config.yaml``) with ``key=value`` overrides applied."""
-    path = run_dir / ".hydra" / "config.yaml"
-    if not path.is_file():
-        raise UserError(f"{run_dir} is not a run directory of this suite (no {path})")
-    cfg = OmegaConf.load(path)
-    OmegaConf.set_struct(cfg, True)
-    with open_dict(cfg):
-        cfg.paths.root_dir = str(Path.cwd())
-        cfg.paths.output_dir = str(out_dir)
-        # the weights come from the checkpoint: never reach for the hub when evaluating
-        if "pretrained" in cfg.model:
-            cfg.model.pretrained = False
-        if "weights" in cfg.model:
-            cfg.model.weights = None
-    from hydra.core.override_parser.overrides_parser import OverridesParser
-
-    parser = OverridesParser.create()
-    for item in overrides:
-        try:
-            (override,) = parser.parse_overrides([item])
-            OmegaConf.update(cfg, override.key_or_group, override.value(), force_add=override.is_add())
-        except Exception as err:  # hydra OverrideParseException, omegaconf ConfigAttributeError
-            raise ConfigError(f"cannot apply override '{item}': {str(err).splitlines()[0]}") from None
-    return cfg
-
-
-def resolve_checkpoint(run_dir: Path, ckpt: str) -> Path:
-    path = run_dir / "checkpoints" / f"{ckpt}.ckpt" if ckpt in ("best", "last") else Path(ckpt).expanduser()
-    if not path.is_file():
-        raise UserError(f"checkpoint not found: {path}")
-    return path
-
-
-def evaluate(run_dir: str | Path, ckpt: str = "best", overrides: list[str] | None = None,
+def evaluate(run_dir: str | Path | RunDir, ckpt: str = "best", overrides: list[str] | None = None,
              out_dir: str | Path | None = None) -> dict[str, Any]:
-    run_dir = Path(run_dir)
-    out = Path(out_dir) if out_dir else run_dir / "eval" / time.strftime("%Y-%m-%d_%H-%M-%S")
-    cfg = load_run_config(run_dir, overrides or [], out)
+    """Test ``ckpt`` (best, last or a file) of a run with its config plus ``overrides``; outputs go to
+    ``out_dir`` (default ``<run dir>/eval/<timestamp>``). Returns the metrics written."""
+    run = run_dir if isinstance(run_dir, RunDir) else RunDir(Path(run_dir))
+    out = Path(out_dir) if out_dir else run.path / "eval" / time.strftime("%Y-%m-%d_%H-%M-%S")
+    # the weights come from the checkpoint: never reach for the hub when evaluating
+    cfg = run.config(overrides or [], output_dir=out, weights_from_checkpoint=True)
     validate_config(cfg)
-    ckpt_path = resolve_checkpoint(run_dir, ckpt)
+    ckpt_path = run.checkpoint(ckpt)
 
     import lightning as L
 
