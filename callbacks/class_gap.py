@@ -9,19 +9,22 @@ from typing import Any
 import lightning as L
 import torch
 
+from suite.contracts import step_output
 from suite.printing import warn_on_console
 
 log = logging.getLogger(__name__)
 
 
 class ClassGap(L.Callback):
-    """Accumulate ``preds``/``target`` (class indices) returned by ``validation_step``.
+    """Accumulate the ``preds``/``target`` step outputs (class indices) of validation.
 
     Each validation epoch logs ``val/acc_<class>`` and ``val/class_gap`` (in points, 0-100),
     prints a warning above ``warn`` points and a critical message above ``critical``; with
-    ``stop_on_critical`` the run ends. Class names come from ``class_names`` or the
-    LightningModule's ``class_names`` attribute.
+    ``stop_on_critical`` the run ends. Class names come from ``class_names`` or the first head of
+    the module's data spec.
     """
+
+    needs = {"val": ("preds", "target")}
 
     def __init__(
         self,
@@ -42,7 +45,8 @@ class ClassGap(L.Callback):
         self.level = "ok"
 
     def _names(self, pl_module: L.LightningModule) -> list[str]:
-        names = self.class_names or list(getattr(pl_module, "class_names", []) or [])
+        spec = getattr(pl_module, "spec", None)
+        names = self.class_names or (list(spec.heads[0].classes) if spec is not None and spec.heads else [])
         n = self.num_classes or len(names)
         if n < 2:
             raise ValueError("ClassGap needs num_classes >= 2 (or class_names on the module)")
@@ -58,9 +62,14 @@ class ClassGap(L.Callback):
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
         batch_idx: int, dataloader_idx: int = 0,
     ) -> None:
-        if self.metric is None or not isinstance(outputs, dict) or "preds" not in outputs:
+        if self.metric is None:
             return
-        self.metric.update(outputs["preds"].detach(), outputs["target"].detach())
+        out = step_output(outputs, "callbacks.ClassGap")
+        self.metric.update(out.require("preds", "ClassGap").detach(), out.require("target", "ClassGap").detach())
+
+    def logged_metrics(self) -> set[str]:
+        names = self.class_names or []
+        return {"val/class_gap", *(f"val/acc_{name}" for name in names)}
 
     def gap(self, per_class: torch.Tensor) -> float:
         """Largest difference between two classes' accuracies, in points."""

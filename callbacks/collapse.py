@@ -7,19 +7,22 @@ from typing import Any
 
 import lightning as L
 
+from suite.contracts import step_output
 from suite.printing import warn_on_console
 
 log = logging.getLogger(__name__)
 
 
 class PredictionCollapse(L.Callback):
-    """Watch ``pred_mean``/``target_mean`` returned by ``training_step``.
+    """Watch the ``pred_mean``/``target_mean`` step outputs of training.
 
     A batch is flagged when the mean predicted probability leaves ``[low, high]`` while the
     target mean stays inside it. After ``patience`` consecutive flagged batches a warning is
     printed like the seed's (batch index, pred_mean, target_mean); with ``stop_training`` the
     run ends. The flag is logged as ``train/collapse`` for TensorBoard.
     """
+
+    needs = {"train": ("pred_mean", "target_mean")}
 
     def __init__(
         self,
@@ -46,10 +49,9 @@ class PredictionCollapse(L.Callback):
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        if not isinstance(outputs, dict) or "pred_mean" not in outputs or "target_mean" not in outputs:
-            return
-        pred_mean = float(outputs["pred_mean"])
-        target_mean = float(outputs["target_mean"])
+        out = step_output(outputs, "callbacks.PredictionCollapse")
+        pred_mean = float(out.require("pred_mean", "PredictionCollapse"))
+        target_mean = float(out.require("target_mean", "PredictionCollapse"))
         collapsed = self.is_collapsed(pred_mean, target_mean)
         pl_module.log("train/collapse", float(collapsed), on_step=True, on_epoch=False, prog_bar=False)
         self.consecutive = self.consecutive + 1 if collapsed else 0

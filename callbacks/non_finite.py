@@ -6,7 +6,9 @@ import math
 from typing import Any
 
 import lightning as L
+import torch
 
+from suite.contracts import step_output
 from suite.errors import UserError
 
 
@@ -21,13 +23,13 @@ class NonFiniteLossGuard(L.Callback):
     diverged model: the last good checkpoint stays what it was.
     """
 
+    needs = {"train": ("loss",)}
+
     def on_train_batch_end(
         self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any, batch_idx: int
     ) -> None:
-        loss = outputs.get("loss") if isinstance(outputs, dict) else outputs
-        if loss is None:
-            return
-        value = float(loss.detach()) if hasattr(loss, "detach") else float(loss)
+        loss = step_output(outputs, "callbacks.NonFiniteLossGuard").require("loss", "NonFiniteLossGuard")
+        value = float(loss.detach()) if isinstance(loss, torch.Tensor) else float(loss)
         if not math.isfinite(value):
             raise NonFiniteLossError(
                 f"training loss is {value} at epoch {trainer.current_epoch}, batch {batch_idx} "

@@ -1,7 +1,8 @@
-"""Per-epoch TensorBoard panels for classification tasks: confusion matrix image and PR curve.
+"""Per-epoch TensorBoard panels: the confusion matrix and PR curve of classification tasks
+(:class:`TensorBoardPanels`), and the pictures a module offers through ``visualize()`` (:class:`ImagePanel`).
 
-Reads the validation_step output dict (the ClassGap convention): ``preds`` and ``target`` as
-class-index tensors, and optionally ``prob`` ([N] positive-class or [N, C] class probabilities)
+:class:`TensorBoardPanels` reads the validation step outputs ``preds`` and ``target`` (class
+indices) and, when the step gives it, ``prob`` ([N] positive-class or [N, C] class probabilities)
 for the precision-recall curve of binary tasks. Rows of every rank are gathered first, so the
 panels show the whole validation set under DDP; rank zero draws them.
 """
@@ -13,13 +14,17 @@ from typing import Any
 import lightning as L
 import torch
 
+from suite.contracts import step_output
+
 
 class TensorBoardPanels(L.Callback):
+    needs = {"val": ("preds", "target")}
+
     def __init__(self, num_classes: int | None = None, class_names: list[str] | None = None,
-                 prob_key: str = "prob", pr_curve: bool = True, stage: str = "val"):
+                 pr_curve: bool = True, stage: str = "val", head: str | None = None):
         self.num_classes = num_classes
         self.class_names = list(class_names) if class_names else None
-        self.prob_key = prob_key
+        self.head = head
         self.pr_curve = pr_curve
         self.stage = stage
         self._preds: list[torch.Tensor] = []
@@ -31,11 +36,10 @@ class TensorBoardPanels(L.Callback):
 
     def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
                                 batch_idx: int, dataloader_idx: int = 0) -> None:
-        if not isinstance(outputs, dict) or "preds" not in outputs or "target" not in outputs:
-            return
-        self._preds.append(outputs["preds"].detach().flatten().cpu())
-        self._target.append(outputs["target"].detach().flatten().cpu())
-        prob = outputs.get(self.prob_key)
+        out = step_output(outputs, "callbacks.TensorBoardPanels")
+        self._preds.append(out.require("preds", "TensorBoardPanels").detach().flatten().cpu())
+        self._target.append(out.require("target", "TensorBoardPanels").detach().flatten().cpu())
+        prob = out.prob
         if isinstance(prob, torch.Tensor):
             prob = prob.detach().float().cpu()
             self._prob.append(prob[:, -1] if prob.ndim == 2 else prob.flatten())
@@ -64,7 +68,10 @@ class TensorBoardPanels(L.Callback):
 
         n = self.num_classes or int(max(preds.max(), target.max())) + 1
         matrix = multiclass_confusion_matrix(preds.long(), target.long(), num_classes=max(n, 2))
-        names = self.class_names or list(getattr(pl_module, "class_names", None) or [])
+        spec = getattr(pl_module, "spec", None)
+        names = self.class_names or []
+        if not names and spec is not None and spec.heads:
+            names = list((spec.head(self.head) if self.head else spec.heads[0]).classes)
         if len(names) != len(matrix):
             names = [str(i) for i in range(len(matrix))]
         step = trainer.current_epoch
@@ -72,6 +79,29 @@ class TensorBoardPanels(L.Callback):
             writer.add_figure(f"{self.stage}/confusion_matrix", _matrix_figure(matrix, names, step), step)
             if self.pr_curve and prob is not None and len(matrix) == 2 and len(prob) == len(target):
                 writer.add_pr_curve(f"{self.stage}/pr_curve", target.long().numpy(), prob.numpy(), step)
+
+
+class ImagePanel(L.Callback):
+    """The first validation batch of each epoch through the module's ``visualize()``, to every logger
+    that takes images (TensorBoard), as ``val/<name>``."""
+
+    def __init__(self, every_n_epochs: int = 1):
+        self.every_n_epochs = max(1, every_n_epochs)
+
+    def on_validation_batch_end(self, trainer: L.Trainer, pl_module: L.LightningModule, outputs: Any, batch: Any,
+                                batch_idx: int, dataloader_idx: int = 0) -> None:
+        if batch_idx != 0 or trainer.sanity_checking or not trainer.is_global_zero:
+            return
+        if trainer.current_epoch % self.every_n_epochs:
+            return
+        writers = [lg.experiment for lg in trainer.loggers if hasattr(lg.experiment, "add_image")]
+        if not writers:
+            return
+        with torch.no_grad():
+            pictures = pl_module.visualize(batch, step_output(outputs, "callbacks.ImagePanel"))
+        for name, image in pictures.items():
+            for writer in writers:
+                writer.add_image(f"val/{name}", image, global_step=trainer.current_epoch)
 
 
 def _matrix_figure(matrix: torch.Tensor, names: list[str], epoch: int) -> Any:

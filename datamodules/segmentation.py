@@ -1,8 +1,10 @@
 """Binary segmentation data: ``root/images/*`` and ``root/masks/*`` paired by file stem.
 
-With ``root/train`` and ``root/val`` (each with images/ and masks/) those folders are the split;
-otherwise a seeded split of ``val_fraction``. When ``root`` is unset a synthetic dataset in the
-same layout is generated under ``synthetic_dir``.
+With ``root/train``, ``root/val`` and ``root/test`` (each with images/ and masks/) those folders are
+the splits; with only ``train`` and ``val``, a seeded ``test_fraction`` of ``train`` is held out as
+the test split; otherwise a seeded three-way split of ``val_fraction`` and ``test_fraction``. The
+test split is never used to select the checkpoint. When ``root`` is unset a synthetic dataset in
+the same layout is generated under ``synthetic_dir``.
 """
 
 from __future__ import annotations
@@ -16,10 +18,13 @@ from albumentations.pytorch import ToTensorV2
 from torch.utils.data import Dataset
 
 from datamodules.augment import seeded_call
-from datamodules.base import SuiteDataModule, existing_folder
+from datamodules.base import SuiteDataModule
+from datamodules.grouped_split import grouped_split
 from datamodules.images import image_size, list_images, read_image, read_mask
-from datamodules.synthetic import segmentation as synthetic
+from datamodules.synthetic.common import SyntheticDataset
+from datamodules.synthetic.segmentation import GENERATOR
 from suite.backbones import IMAGENET_MEAN, IMAGENET_STD
+from suite.contracts import Head, InputSpec
 from suite.errors import DataError
 
 
@@ -63,10 +68,14 @@ def binarize(mask: np.ndarray, foreground_value: int | None) -> np.ndarray:
 
 
 class SegmentationDataset(Dataset):
-    def __init__(self, pairs: list[tuple[Path, Path]], transform: A.Compose, foreground_value: int | None):
+    """Image/mask pairs; ``ids`` name the items in predictions (default: the image file name)."""
+
+    def __init__(self, pairs: list[tuple[Path, Path]], transform: A.Compose, foreground_value: int | None,
+                 ids: list[str] | None = None):
         self.pairs = pairs
         self.transform = transform
         self.foreground_value = foreground_value
+        self.ids = ids if ids is not None else [image.name for image, _ in pairs]
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -79,10 +88,12 @@ class SegmentationDataset(Dataset):
             raise DataError(f"mask size {mask.shape[::-1]} differs from image size "
                             f"{image.shape[1::-1]}: {mask_path} vs {image_path}")
         out = seeded_call(self.transform, image=image, mask=mask)
-        return {"image": out["image"], "mask": out["mask"][None].float(), "name": image_path.name}
+        return {"image": out["image"], "mask": out["mask"][None].float(), "name": self.ids[index]}
 
 
 class SegmentationDataModule(SuiteDataModule):
+    task = "segmentation"
+
     def __init__(
         self,
         root: str | None = None,
@@ -91,6 +102,7 @@ class SegmentationDataModule(SuiteDataModule):
         synthetic_size: int = 128,
         foreground_value: int | None = None,
         val_fraction: float = 0.2,
+        test_fraction: float = 0.2,
         image_size: int | None = None,
         crop_size: int | None = None,
         augment: bool = True,
@@ -100,29 +112,56 @@ class SegmentationDataModule(SuiteDataModule):
         num_workers: int = 0,
         pin_memory: bool = False,
     ):
-        super().__init__(batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory)
-        if not 0.0 < val_fraction < 1.0:
-            raise DataError(f"data.val_fraction must be in (0, 1), got {val_fraction}")
-        self.root = root
-        self.synthetic_dir = synthetic_dir
+        super().__init__(root=root, synthetic_dir=synthetic_dir, dev_samples=dev_samples, seed=seed,
+                         batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory)
+        for key, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
+            if not 0.0 < value < 1.0:
+                raise DataError(f"data.{key} must be in (0, 1), got {value}")
         self.synthetic_images, self.synthetic_size = synthetic_images, synthetic_size
         self.foreground_value = foreground_value
-        self.val_fraction = val_fraction
+        self.val_fraction, self.test_fraction = val_fraction, test_fraction
         self.image_size, self.crop_size = image_size, crop_size
         self.augment = augment
-        self.dev_samples = dev_samples
-        self.seed = seed
-        self.splits: dict[str, list[tuple[Path, Path]]] = {}
 
-    # -- data location -------------------------------------------------------------------
-    def data_root(self) -> Path:
-        if self.root:
-            return existing_folder(self.root)
-        return synthetic.default_dir(self.synthetic_dir, self.synthetic_images, self.synthetic_size, self.seed)
+    # -- contract hooks ------------------------------------------------------------------------
+    def synthetic(self) -> tuple[SyntheticDataset, dict[str, Any]]:
+        return GENERATOR, {"n_images": self.synthetic_images, "size": self.synthetic_size}
 
-    def prepare_data(self) -> None:
-        if not self.root:
-            synthetic.generate(self.data_root(), self.synthetic_images, self.synthetic_size, self.seed)
+    def build_splits(self, root: Path) -> dict[str, list[tuple[Path, Path]]]:
+        given = [name for name in ("train", "val", "test") if (root / name).is_dir()]
+        if {"train", "val"} <= set(given):
+            splits = {name: pair_images_and_masks(root / name) for name in given}
+            self.sources = [(str(root / name), len(splits[name])) for name in given]
+            if "test" not in splits:
+                train = splits["train"]
+                parts = grouped_split(len(train), {"test": self.test_fraction}, self.seed, what="training images")
+                splits["train"] = [train[i] for i in parts["train"]]
+                splits["test"] = [train[i] for i in parts["test"]]
+                self.sources.append((f"{root / 'train'} (seeded test_fraction={self.test_fraction} held out as "
+                                     "the test split)", len(splits["test"])))
+            return splits
+        pairs = pair_images_and_masks(root)
+        self.sources = [(str(root), len(pairs))]
+        if len(pairs) < 3:
+            raise DataError(f"need at least 3 image/mask pairs to split train/val/test, found {len(pairs)} in {root}")
+        parts = grouped_split(len(pairs), {"val": self.val_fraction, "test": self.test_fraction}, self.seed,
+                              what="image/mask pairs")
+        return {name: [pairs[i] for i in indices] for name, indices in parts.items()}
+
+    def item_id(self, item: tuple[Path, Path]) -> str:
+        root = self.data_root()
+        image = item[0]
+        return str(image.relative_to(root)) if image.is_relative_to(root) else str(image)
+
+    def heads(self) -> tuple[Head, ...]:
+        return (Head("mask", ("background", "foreground"), positive=1),)
+
+    def input_spec(self) -> InputSpec:
+        size = self.image_size or self.crop_size
+        return InputSpec("image", (3, size, size), IMAGENET_MEAN, IMAGENET_STD)
+
+    def spec_extras(self) -> dict[str, Any]:
+        return {"foreground_value": self.foreground_value}
 
     # -- transforms ----------------------------------------------------------------------
     def _transform(self, train: bool) -> A.Compose:
@@ -142,50 +181,17 @@ class SegmentationDataModule(SuiteDataModule):
         ops += [A.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD), ToTensorV2()]
         return A.Compose(ops)
 
-    # -- splits --------------------------------------------------------------------------
-    def _split(self, root: Path) -> dict[str, list[tuple[Path, Path]]]:
-        if (root / "train").is_dir() and (root / "val").is_dir():
-            splits = {"train": pair_images_and_masks(root / "train"), "val": pair_images_and_masks(root / "val")}
-            self.sources = [(str(root / "train"), len(splits["train"])), (str(root / "val"), len(splits["val"]))]
-        else:
-            pairs = pair_images_and_masks(root)
-            self.sources = [(str(root), len(pairs))]
-            if self.dev_samples and self.dev_samples < len(pairs):
-                self.sources = [(f"{root} (first {self.dev_samples} of {len(pairs)}: data.dev_samples)",
-                                 self.dev_samples)]
-                pairs = pairs[: self.dev_samples]
-            if len(pairs) < 2:
-                raise DataError(f"need at least 2 image/mask pairs to split train/val, found {len(pairs)} in {root}")
-            order = np.random.default_rng(self.seed).permutation(len(pairs))
-            n_val = min(len(pairs) - 1, max(1, round(len(pairs) * self.val_fraction)))
-            splits = {"val": [pairs[i] for i in sorted(order[:n_val])],
-                      "train": [pairs[i] for i in sorted(order[n_val:])]}
-        if self.dev_samples and (root / "train").is_dir():
-            splits = {k: v[: self.dev_samples] for k, v in splits.items()}
-        for name, items in splits.items():
-            if not items:
-                raise DataError(f"the {name} split of {root} is empty")
-        return splits
-
-    def setup(self, stage: str | None = None) -> None:
-        if self.splits:
-            return
-        self.splits = self._split(self.data_root())
-
-    def label_map(self) -> dict[str, Any]:
-        return {"mask": {"background": 0, "foreground": 1}, "foreground_value": self.foreground_value}
-
     def dataset(self, split: str) -> SegmentationDataset:
-        self.setup()
-        return SegmentationDataset(self.splits[split], self._transform(train=split == "train"), self.foreground_value)
+        items = self.split(split)
+        return SegmentationDataset(items, self._transform(train=split == "train"), self.foreground_value,
+                                   ids=[self.item_id(item) for item in items])
 
-    def train_dataloader(self):
-        train = self.dataset("train")
-        return self.make_loader(train, shuffle=True, drop_last=len(train) > self.batch_size)
+    def _eval_batch_size(self) -> int | None:
+        # Whole images of different sizes cannot be stacked when training used crops.
+        return 1 if self.crop_size and not self.image_size else None
 
     def val_dataloader(self):
-        return self.make_loader(self.dataset("val"), batch_size=1 if self.crop_size and not self.image_size else None)
+        return self.make_loader(self.dataset("val"), batch_size=self._eval_batch_size())
 
     def test_dataloader(self):
-        # The evaluated split is the validation split (the seed has no separate test set).
-        return self.val_dataloader()
+        return self.make_loader(self.dataset("test"), batch_size=self._eval_batch_size())

@@ -1,12 +1,23 @@
-"""Pieces every task's LightningModule shares: optimizer/scheduler wiring from config partials."""
+"""What every task's LightningModule shares: the contract side of a module and optimizer wiring.
+
+A task module only computes and logs. It declares what its steps give the callbacks
+(:attr:`SuiteModule.step_outputs`) and the validation metrics it logs (:meth:`logged_metrics`), and
+receives the data's :class:`~suite.contracts.DataSpec` through :meth:`configure` before fitting.
+Files, figures and console output belong to callbacks; a module with something to show offers
+:meth:`visualize`.
+"""
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any
+from typing import Any, ClassVar
 
 import lightning as L
 import torch
+
+from suite.contracts import DataSpec
+
+SPEC_KEY = "data_spec"
 
 
 class SuiteModule(L.LightningModule):
@@ -18,6 +29,9 @@ class SuiteModule(L.LightningModule):
     network receives them by interpolation; they are kept here so that every checkpoint records
     where its initial weights came from.
     """
+
+    #: the :class:`~suite.contracts.StepOutput` fields each stage's step fills
+    step_outputs: ClassVar[dict[str, tuple[str, ...]]] = {"train": ("loss",)}
 
     def __init__(
         self,
@@ -33,7 +47,37 @@ class SuiteModule(L.LightningModule):
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.scheduler_interval = scheduler_interval
+        self.spec: DataSpec | None = None
 
+    # -- contract ------------------------------------------------------------------------------
+    def configure(self, spec: DataSpec) -> None:
+        """Take the data's spec (class names, input) before fitting; a task that sizes its heads from
+        the data builds them here. Called again with the same spec when a checkpoint is loaded."""
+        self.spec = spec
+
+    def logged_metrics(self) -> set[str]:
+        """The ``val/...`` metrics this module logs every validation epoch, whatever the data
+        (``selection_metric`` must be one of them, or one a callback logs)."""
+        return {"val/loss"}
+
+    def visualize(self, batch: Any, output: Any) -> dict[str, torch.Tensor]:
+        """Optional pictures of a validation batch: name -> image tensor ``[3, H, W]`` in [0, 1]."""
+        return {}
+
+    def aggregate_records(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Merge prediction records gathered from every rank (per-event TTA, for instance)."""
+        return records
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        if self.spec is not None:
+            checkpoint[SPEC_KEY] = self.spec.to_dict()
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        stored = checkpoint.get(SPEC_KEY)
+        if stored is not None and self.spec is None:
+            self.configure(DataSpec.from_dict(stored))
+
+    # -- optimisation --------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:
         params = [p for p in self.parameters() if p.requires_grad]
         optimizer = self.optimizer_factory(params=params)

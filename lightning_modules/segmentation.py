@@ -19,6 +19,7 @@ from torchmetrics.functional.classification import binary_f1_score, binary_jacca
 
 from lightning_modules.base import SuiteModule
 from suite.backbones import IMAGENET_MEAN, IMAGENET_STD
+from suite.contracts import PredictionRow, StepOutput
 
 MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
 STD = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
@@ -38,6 +39,12 @@ def segmentation_metrics(prefix: str, threshold: float) -> MetricCollection:
 
 
 class SegmentationModule(SuiteModule):
+    step_outputs = {
+        "train": ("loss", "pred_mean", "target_mean"),
+        "val": ("loss", "preds", "target", "prob"),
+        "test": ("loss", "preds", "target", "prob", "rows"),
+    }
+
     def __init__(
         self,
         net: nn.Module,
@@ -62,6 +69,9 @@ class SegmentationModule(SuiteModule):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images)
 
+    def logged_metrics(self) -> set[str]:
+        return {f"val/{name}" for name in ("loss", "precision", "recall", "f1", "iou", "accuracy")}
+
     def _shared_step(self, batch: dict[str, Any], metrics: MetricCollection, stage: str):
         logits = self(batch["image"])
         target = batch["mask"]
@@ -73,42 +83,39 @@ class SegmentationModule(SuiteModule):
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "train", batch_size=len(target))
         return loss, prob, target
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         loss, prob, target = self._shared_step(batch, self.train_metrics, "train")
-        return {"loss": loss, "pred_mean": prob.mean(), "target_mean": target.mean()}
+        return StepOutput(loss=loss, pred_mean=prob.mean(), target_mean=target.mean()).for_training()
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        _, prob, target = self._shared_step(batch, self.val_metrics, "val")
-        if batch_idx == 0 and not self.trainer.sanity_checking:
-            self._log_overlays(batch["image"], target, prob)
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> StepOutput:
+        loss, prob, target = self._shared_step(batch, self.val_metrics, "val")
+        return StepOutput(loss=loss, prob=prob, preds=(prob > self.threshold).long(), target=target.long())
 
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
-        _, prob, target = self._shared_step(batch, self.test_metrics, "test")
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> StepOutput:
+        loss, prob, target = self._shared_step(batch, self.test_metrics, "test")
         rows = []
         for name, p, t in zip(batch["name"], prob, target, strict=True):
             t_flat = t.flatten().long()
-            rows.append({
-                "item": name,
+            rows.append(PredictionRow(item_id=name, extras={
                 "foreground_true": float(t.mean()),
                 "foreground_pred": float((p > self.threshold).float().mean()),
                 "f1": float(binary_f1_score(p.flatten(), t_flat, threshold=self.threshold)),
                 "iou": float(binary_jaccard_index(p.flatten(), t_flat, threshold=self.threshold)),
-            })
-        return {"rows": rows}
+            }))
+        return StepOutput(loss=loss, prob=prob, preds=(prob > self.threshold).long(), target=target.long(), rows=rows)
 
-    def _log_overlays(self, images: torch.Tensor, target: torch.Tensor, prob: torch.Tensor) -> None:
-        """Image | ground truth | prediction, a few samples, to TensorBoard."""
-        logger = self.logger
-        if self.log_images <= 0 or logger is None or not hasattr(logger.experiment, "add_images"):
-            return
+    def visualize(self, batch: dict[str, Any], output: StepOutput) -> dict[str, torch.Tensor]:
+        """Image | ground truth | prediction | overlay (prediction in red), a few samples as one grid."""
+        if self.log_images <= 0:
+            return {}
         from torchvision.utils import make_grid
 
+        images, target, prob = batch["image"], output.target, output.prob
         n = min(self.log_images, len(images))
-        shown = (images[:n].cpu() * STD + MEAN).clamp(0, 1)
-        gt = target[:n].cpu().expand(-1, 3, -1, -1)
-        pred = (prob[:n].cpu() > self.threshold).float().expand(-1, 3, -1, -1)
+        shown = (images[:n].detach().float().cpu() * STD + MEAN).clamp(0, 1)
+        gt = target[:n].float().cpu().expand(-1, 3, -1, -1)
+        pred = (prob[:n].float().cpu() > self.threshold).float().expand(-1, 3, -1, -1)
         overlay = shown.clone()
-        overlay[:, 0] = torch.where(pred[:, 0] > 0, 1.0, overlay[:, 0])  # prediction in red
+        overlay[:, 0] = torch.where(pred[:, 0] > 0, 1.0, overlay[:, 0])
         rows = torch.cat([shown, gt, pred, overlay], dim=0)
-        grid = make_grid(rows, nrow=n, padding=2)
-        logger.experiment.add_image("val/overlays", grid, global_step=self.current_epoch)
+        return {"overlays": make_grid(rows, nrow=n, padding=2)}

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from datamodules.segmentation import SegmentationDataModule, binarize, pair_images_and_masks
-from datamodules.synthetic.segmentation import generate
+from datamodules.synthetic.segmentation import GENERATOR
 from suite.errors import DataError
 from tools.check_masks import check_folder
 from tools.check_masks import main as check_masks_main
@@ -23,6 +23,10 @@ def write_pair(root: Path, stem: str, size=(32, 32), mask_size=None, ext=".png",
     mask = np.zeros(mask_size or size, np.uint8)
     mask[:4, :4] = mask_value
     cv2.imwrite(str(root / "masks" / f"{stem}.png"), mask)
+
+
+def generate(folder: Path, n_images: int, size: int, seed: int) -> Path:
+    return GENERATOR.ensure(folder, seed, n_images=n_images, size=size)
 
 
 def test_synthetic_layout_and_foreground_fraction(tmp_path: Path) -> None:
@@ -93,27 +97,54 @@ def test_missing_root_is_named(tmp_path: Path) -> None:
 
 def test_seeded_split_dev_mode_and_batches(tmp_path: Path) -> None:
     root = generate(tmp_path / "syn", n_images=20, size=64, seed=0)
-    dm = SegmentationDataModule(root=str(root), val_fraction=0.25, seed=1, batch_size=4)
+    dm = SegmentationDataModule(root=str(root), val_fraction=0.25, test_fraction=0.25, seed=1, batch_size=4)
     dm.setup()
-    again = SegmentationDataModule(root=str(root), val_fraction=0.25, seed=1, batch_size=4)
+    again = SegmentationDataModule(root=str(root), val_fraction=0.25, test_fraction=0.25, seed=1, batch_size=4)
     again.setup()
-    assert dm.splits == again.splits and len(dm.splits["val"]) == 5
-    assert not {p for p, _ in dm.splits["val"]} & {p for p, _ in dm.splits["train"]}
+    assert dm.splits == again.splits
+    assert {k: len(v) for k, v in dm.splits.items()} == {"train": 10, "val": 5, "test": 5}
+    images = {name: {p for p, _ in items} for name, items in dm.splits.items()}
+    assert not images["val"] & images["train"] and not images["test"] & (images["train"] | images["val"])
+    spec = dm.spec()
+    assert spec.split_sizes == {"train": 10, "val": 5, "test": 5}
+    assert spec.label_map()["mask"] == {"background": 0, "foreground": 1}
     batch = next(iter(dm.train_dataloader()))
     assert batch["image"].shape == (4, 3, 64, 64) and batch["mask"].shape == (4, 1, 64, 64)
     assert set(batch["mask"].unique().tolist()) <= {0.0, 1.0}
     dev = SegmentationDataModule(root=str(root), dev_samples=8, seed=1)
     dev.setup()
-    assert len(dev.splits["train"]) + len(dev.splits["val"]) == 8
+    assert sum(len(v) for v in dev.splits.values()) == 8 and all(dev.splits.values())
 
 
-def test_given_train_val_folders_are_used(tmp_path: Path) -> None:
-    for split, n in (("train", 3), ("val", 2)):
+def test_given_train_val_folders_hold_out_a_test_split_from_train(tmp_path: Path) -> None:
+    for split, n in (("train", 5), ("val", 2)):
+        for i in range(n):
+            write_pair(tmp_path / split, f"{split}{i}")
+    dm = SegmentationDataModule(root=str(tmp_path), test_fraction=0.2)
+    dm.setup()
+    assert {k: len(v) for k, v in dm.splits.items()} == {"train": 4, "val": 2, "test": 1}
+    assert dm.splits["test"][0][0].parent.parent.name == "train"
+    assert "held out as the test split" in dm.manifests_used()[-1][0]
+
+
+def test_given_train_val_test_folders_are_used(tmp_path: Path) -> None:
+    for split, n in (("train", 3), ("val", 2), ("test", 2)):
         for i in range(n):
             write_pair(tmp_path / split, f"{split}{i}")
     dm = SegmentationDataModule(root=str(tmp_path))
     dm.setup()
-    assert len(dm.splits["train"]) == 3 and len(dm.splits["val"]) == 2
+    assert {k: len(v) for k, v in dm.splits.items()} == {"train": 3, "val": 2, "test": 2}
+    ids = dm.split_ids()
+    assert ids["test"] == ["test/images/test0.png", "test/images/test1.png"]
+
+
+def test_same_image_in_two_splits_is_refused(tmp_path: Path) -> None:
+    for split in ("train", "val", "test"):
+        write_pair(tmp_path / split, "x")
+    dm = SegmentationDataModule(root=str(tmp_path))
+    dm.item_id = lambda item: item[0].name  # an id without the split folder: the same file name
+    with pytest.raises(DataError, match=r"share 1 items .*x\.png"):
+        dm.setup()
 
 
 def test_augmentation_pipelines_use_current_albumentations_names(tmp_path: Path) -> None:

@@ -50,3 +50,43 @@ def ensure_generated(out_dir: str | Path, params: dict[str, Any], generate: Call
         finally:
             shutil.rmtree(tmp, ignore_errors=True)
     return out_dir
+
+
+class SyntheticDataset:
+    """One task's synthetic generator: writes the task's on-disk layout, cached by its parameters.
+
+    Every task module under ``datamodules/synthetic/`` exposes one as ``GENERATOR``; DataModules use
+    :meth:`ensure` for their default data, and ``python -m datamodules.synthetic <task> OUT`` runs any
+    of them from the command line.
+
+    ``write(folder, seed, **params)`` fills an empty folder; ``defaults`` names every parameter (the
+    CLI accepts exactly these); ``version`` changes whenever the output for the same parameters does,
+    so that stale caches are regenerated.
+    """
+
+    def __init__(self, task: str, write: Callable[..., None], defaults: dict[str, Any], version: int,
+                 description: str):
+        self.task = task
+        self.write = write
+        self.defaults = dict(defaults)
+        self.version = version
+        self.description = description
+
+    def params(self, seed: int, **overrides: Any) -> dict[str, Any]:
+        unknown = sorted(set(overrides) - set(self.defaults))
+        if unknown:
+            from suite.errors import ConfigError
+
+            raise ConfigError(f"synthetic {self.task} data: unknown parameter(s) {unknown}; "
+                              f"known: {sorted(self.defaults)}")
+        return {"task": self.task, "version": self.version, "seed": int(seed), **self.defaults, **overrides}
+
+    def folder(self, base_dir: str | Path, seed: int, **overrides: Any) -> Path:
+        """Where the dataset for these parameters lives under ``base_dir``."""
+        return Path(base_dir) / f"{self.task}-{params_key(self.params(seed, **overrides))}"
+
+    def ensure(self, out_dir: str | Path, seed: int, **overrides: Any) -> Path:
+        """Generate into ``out_dir`` unless it already holds this dataset (atomic, under a file lock)."""
+        params = self.params(seed, **overrides)
+        settings = {k: v for k, v in params.items() if k not in ("task", "version", "seed")}
+        return ensure_generated(out_dir, params, lambda tmp: self.write(tmp, int(seed), **settings))

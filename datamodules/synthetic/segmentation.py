@@ -8,13 +8,12 @@ roughly 5-20 % of each image, like real masks.
 
 from __future__ import annotations
 
-import argparse
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from datamodules.synthetic.common import ensure_generated, params_key
+from datamodules.synthetic.common import SyntheticDataset
 
 
 def _background(rng: np.random.Generator, size: int) -> np.ndarray:
@@ -67,37 +66,18 @@ def make_pair(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.ndarr
     return image, (target * 255).astype(np.uint8)
 
 
-def generate(out_dir: str | Path, n_images: int = 200, size: int = 128, seed: int = 0) -> Path:
-    """Write ``n_images`` pairs under ``out_dir/images`` and ``out_dir/masks`` (cached by params)."""
-    params = {"task": "segmentation", "n_images": n_images, "size": size, "seed": seed, "version": 1}
-
-    def _write(tmp: Path) -> None:
-        (tmp / "images").mkdir()
-        (tmp / "masks").mkdir()
-        rng = np.random.default_rng(seed)
-        for i in range(n_images):
-            image, mask = make_pair(rng, size)
-            cv2.imwrite(str(tmp / "images" / f"{i:05d}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-            cv2.imwrite(str(tmp / "masks" / f"{i:05d}.png"), mask)
-
-    return ensure_generated(out_dir, params, _write)
+def write(folder: Path, seed: int, n_images: int, size: int) -> None:
+    """``n_images`` pairs under ``folder/images`` and ``folder/masks`` (mask 255 = foreground)."""
+    (folder / "images").mkdir()
+    (folder / "masks").mkdir()
+    rng = np.random.default_rng(seed)
+    for i in range(n_images):
+        image, mask = make_pair(rng, size)
+        cv2.imwrite(str(folder / "images" / f"{i:05d}.png"), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        cv2.imwrite(str(folder / "masks" / f"{i:05d}.png"), mask)
 
 
-def default_dir(base: str | Path, n_images: int, size: int, seed: int) -> Path:
-    key = params_key({"n": n_images, "size": size, "seed": seed})
-    return Path(base) / f"segmentation-{key}"
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description="Write a synthetic segmentation dataset (images/ + masks/).")
-    parser.add_argument("out", type=Path)
-    parser.add_argument("--n-images", type=int, default=200)
-    parser.add_argument("--size", type=int, default=128)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    path = generate(args.out, args.n_images, args.size, args.seed)
-    print(f"wrote {args.n_images} image/mask pairs to {path}")
-
-
-if __name__ == "__main__":
-    main()
+GENERATOR = SyntheticDataset(
+    "segmentation", write, defaults={"n_images": 200, "size": 128}, version=1,
+    description="striped foreground blobs on textured noisy backgrounds: images/*.png + masks/*.png",
+)
