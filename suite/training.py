@@ -46,9 +46,11 @@ def resolve_ckpt_path(cfg: DictConfig, out_dir: Path) -> str | None:
     return str(path)
 
 
-def build_callbacks(cfg: DictConfig) -> list[Any]:
+def build_callbacks(cfg: DictConfig) -> dict[str, Any]:
+    """The callbacks of ``cfg.callbacks`` by config key (the key names a callback in errors)."""
     nodes = cfg.get("callbacks") or {}
-    return [instantiate(node) for node in nodes.values() if isinstance(node, DictConfig) and "_target_" in node]
+    return {name: instantiate(node) for name, node in nodes.items()
+            if isinstance(node, DictConfig) and "_target_" in node}
 
 
 def build_loggers(cfg: DictConfig) -> list[Any]:
@@ -56,23 +58,45 @@ def build_loggers(cfg: DictConfig) -> list[Any]:
     return [instantiate(node) for node in nodes.values() if isinstance(node, DictConfig) and "_target_" in node]
 
 
-def write_run_inputs(out_dir: Path, datamodule: Any) -> None:
-    atomic_write_json(out_dir / "label_map.json", datamodule.label_map())
-    lines = [f"{path}\t{rows}" for path, rows in datamodule.manifests_used()]
+def check_task_contract(cfg: DictConfig, model: Any, callbacks: dict[str, Any]) -> None:
+    """Before any data is read: every callback gets the step outputs it needs, and the selection
+    metric is one that the module or a callback logs (otherwise it is found after a full epoch)."""
+    from suite.contracts import check_callback_needs
+
+    check_callback_needs(callbacks, model.step_outputs, type(model).__name__)
+    logged = set(model.logged_metrics())
+    for callback in callbacks.values():
+        logged |= set(getattr(callback, "logged_metrics", lambda: set())())
+    metric = cfg.selection_metric
+    if metric not in logged:
+        from suite.errors import ConfigError
+
+        raise ConfigError(
+            f"selection_metric: '{metric}' is not logged by {type(model).__name__} or the callbacks; "
+            f"metrics that can select the checkpoint: {', '.join(sorted(logged))}"
+        )
+
+
+def write_run_inputs(out_dir: Path, spec: Any, split_ids: dict[str, Any]) -> None:
+    """``label_map.json``, ``manifests_used.txt`` and ``splits.json``: what the run read and how it split it."""
+    atomic_write_json(out_dir / "label_map.json", spec.label_map())
+    lines = [f"{path}\t{rows}" for path, rows in spec.sources]
     atomic_write_text(out_dir / "manifests_used.txt", "path\trows\n" + "\n".join(lines) + "\n")
+    atomic_write_json(out_dir / "splits.json", split_ids)
 
 
-def prepare_model_and_data(model: Any, datamodule: Any, ckpt_path: str | Path | None) -> None:
-    """Read the data (bad inputs fail here), let a model that sizes its heads from the data build
-    them, then check that a checkpoint to resume from fits the model."""
+def prepare_model_and_data(model: Any, datamodule: Any, ckpt_path: str | Path | None) -> Any:
+    """Read the data (bad inputs fail here), hand its spec to the model, then check that a checkpoint
+    to resume from fits the model. Returns the spec."""
     datamodule.prepare_data()
     datamodule.setup("fit")
-    if hasattr(model, "build_from_datamodule"):
-        model.build_from_datamodule(datamodule)
+    spec = datamodule.spec()
+    model.configure(spec)
     if ckpt_path:
         from suite.checkpoints import check_fits
 
         check_fits(model, ckpt_path)
+    return spec
 
 
 def _flat_hparams(cfg: DictConfig) -> dict[str, Any]:
@@ -118,15 +142,16 @@ def train(cfg: DictConfig) -> float | None:
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model)
     callbacks = build_callbacks(cfg)
+    check_task_contract(cfg, model, callbacks)
     loggers = build_loggers(cfg)
-    trainer = instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    trainer = instantiate(cfg.trainer, callbacks=list(callbacks.values()), logger=loggers or False)
 
     status = "failed"
     try:
         # Read the data before fitting so that bad inputs fail before any training.
-        prepare_model_and_data(model, datamodule, ckpt_path)
+        spec = prepare_model_and_data(model, datamodule, ckpt_path)
         if trainer.is_global_zero:
-            write_run_inputs(out_dir, datamodule)
+            write_run_inputs(out_dir, spec, datamodule.split_ids())
 
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         fit_metrics = _scalar_metrics(trainer.callback_metrics)
