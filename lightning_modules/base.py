@@ -64,6 +64,11 @@ class SuiteModule(L.LightningModule):
         """Optional pictures of a validation batch: name -> image tensor ``[3, H, W]`` in [0, 1]."""
         return {}
 
+    def artifacts(self, stage: str) -> dict[str, Any]:
+        """Files for the run dir after ``fit`` or ``test`` (``{relative path: content}``), written by
+        ``callbacks.ArtifactWriter``: a module never writes files itself."""
+        return {}
+
     def aggregate_records(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Merge prediction records gathered from every rank (per-event TTA, for instance)."""
         return records
