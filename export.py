@@ -1,10 +1,14 @@
 """Export a trained LEGO run for the Raspberry Pi: ONNX fp32 + int8, parity and latency checks, bundle.
 
-    python export.py run_dir=<run dir> [checkpoint=best|last|<file>] [quant=auto|<variant>,...]
-                     [calib_images=64] [parity_images=256] [latency_runs=50] [threads=1,4]
+    python export.py <run dir> [--ckpt best|last|<file>] [--out DIR] [quant=auto|<variant>,...]
+                     [calib_images=64] [parity_images=256] [latency_runs=50] [threads=1,4] [data.<key>=...]
     make export-pi RUN=<run dir> [ARGS='k=v ...']
 
-Writes ``<run>/export/``: ``lego_classifier_fp32.onnx`` (one file, dynamic batch, input ``image``,
+Keys without a dot are export options (``ExportOptions``); dotted keys override the run's config
+(e.g. ``data.root=<dir>`` to calibrate on another copy of the data). The first spelling,
+``python export.py run_dir=<run dir> checkpoint=last out=<dir>``, still works and prints the new one.
+
+Writes ``<run>/export/`` (or ``--out``): ``lego_classifier_fp32.onnx`` (one file, dynamic batch, input ``image``,
 outputs ``part_logits``/``color_logits``), ``int8/<variant>.onnx`` (ONNX Runtime static
 quantization calibrated on training images), ``parity.json`` and ``latency.json`` (atomically),
 and ``pi_bundle/`` (models/lego_classifier.onnx = the fastest int8 variant that keeps top-1
@@ -18,10 +22,13 @@ import shutil
 import statistics
 import sys
 import time
+from collections.abc import Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from suite.errors import UserError, run_guarded
+from suite.errors import ConfigError, UserError, run_guarded
+from suite.run_dir import RunDir, parse_overrides
 
 VARIANTS: dict[str, dict[str, Any]] = {
     # name: quantize_static options. "ops" None = every op ONNX Runtime can quantize.
@@ -35,81 +42,76 @@ VARIANTS: dict[str, dict[str, Any]] = {
     "qoperator_channel_no_depthwise": {"format": "QOperator", "per_channel": True, "ops": None,
                                        "skip_depthwise": True},
 }
-DEFAULTS: dict[str, Any] = {
-    "run_dir": None, "checkpoint": "best", "out": None, "quant": "auto", "calib_images": 64,
-    "parity_images": 256, "fp32_tol": 1e-3, "fp32_min_agreement": 1.0, "int8_min_agreement": 0.99,
-    "latency_runs": 50, "threads": "1,4", "peak_gflops": 90.0, "require_int8": True, "calibration": "minmax_ma",
-}
 # minmax_ma (per-image min/max averaged) kept the most top-1 agreement on a 96 px run of the real LEGO
 # data (part 0.87 vs 0.33 for plain minmax, 0.51 percentile 99.99, 0.33 entropy; see docs/lego.md).
 CALIBRATIONS = ("minmax", "minmax_ma", "percentile", "entropy")
 SEED_FIELDS = ("part_logits", "color_logits")
 
 
+@dataclass
+class ExportOptions:
+    """The export's own ``key=value`` options; OmegaConf checks their types."""
+
+    quant: str = "auto"  # auto (every variant) or variants separated by commas
+    calib_images: int = 64
+    parity_images: int = 256
+    fp32_tol: float = 1e-3
+    fp32_min_agreement: float = 1.0
+    int8_min_agreement: float = 0.99
+    latency_runs: int = 50
+    threads: str = "1,4"  # thread counts timed, separated by commas
+    peak_gflops: float = 90.0
+    require_int8: bool = True
+    calibration: str = "minmax_ma"
+
+
 class ParityError(UserError):
     """The exported graph disagrees with the PyTorch model beyond the configured tolerance."""
 
 
-def parse_args(argv: list[str]) -> dict[str, Any]:
-    if any(a in ("-h", "--help") for a in argv):
-        print(__doc__)
-        sys.exit(0)
-    args = dict(DEFAULTS)
-    for token in argv:
-        key, sep, value = token.partition("=")
-        if not sep or key not in DEFAULTS:
-            raise UserError(f"export.py: expected key=value with a key in {sorted(DEFAULTS)}, got '{token}'")
-        default = DEFAULTS[key]
+def split_options(items: Sequence[str]) -> tuple[ExportOptions, list[str]]:
+    """Export options (keys without a dot) and the run-config overrides (``data.root=...``) among ``items``."""
+    import difflib
+
+    from omegaconf import OmegaConf
+
+    options = OmegaConf.structured(ExportOptions)
+    names = [f.name for f in fields(ExportOptions)]
+    run_overrides = []
+    for item, override in zip(items, parse_overrides(items), strict=True):
+        key = override.key_or_group
+        if "." in key or override.is_add() or override.is_force_add():
+            run_overrides.append(item)
+            continue
+        if key not in names:
+            close = difflib.get_close_matches(key, names, n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ConfigError(f"export.py: unknown option '{key}'{hint}; options: {', '.join(names)}; "
+                              "dotted keys (data.root=...) override the run's config")
+        # threads=1,4 and quant=a,b read as Hydra sweeps: for these options they are comma lists
+        value = ",".join(override.sweep_string_iterator()) if override.is_sweep_override() else override.value()
+        if isinstance(value, list):
+            value = ",".join(map(str, value))
         try:
-            if isinstance(default, bool):
-                args[key] = value.lower() in ("1", "true", "yes")
-            elif isinstance(default, int):
-                args[key] = int(value)
-            elif isinstance(default, float):
-                args[key] = float(value)
-            else:
-                args[key] = value
-        except ValueError:
-            raise UserError(f"export.py: {key} expects a {type(default).__name__}, got '{value}'") from None
-    if not args["run_dir"]:
-        raise UserError("export.py: run_dir=<run dir of a lego training run> is required")
-    return args
+            options[key] = value
+        except Exception as err:  # omegaconf ValidationError: the value has the wrong type
+            raise ConfigError(f"export.py: {item}: {str(err).splitlines()[0]}") from None
+    return OmegaConf.to_object(options), run_overrides
 
 
 # -- loading the run -----------------------------------------------------------------------------
-def load_run_config(run_dir: Path) -> Any:
-    from omegaconf import OmegaConf
-
-    path = run_dir / ".hydra" / "config.yaml"
-    if not path.is_file():
-        raise UserError(f"{run_dir} is not a training run directory: {path} is missing")
-    cfg = OmegaConf.load(path)
-    hydra_file = run_dir / ".hydra" / "hydra.yaml"
-    cwd = str(Path.cwd())
-    if hydra_file.is_file():
-        cwd = OmegaConf.load(hydra_file).hydra.runtime.get("cwd", cwd)
-    # The run's ${hydra:...} interpolations only resolve inside Hydra: pin them to what they were.
-    if "paths" in cfg:
-        raw = OmegaConf.to_container(cfg.paths, resolve=False)
-        if "${hydra:" in str(raw.get("root_dir", "")):
-            cfg.paths.root_dir = cwd
-        cfg.paths.output_dir = str(run_dir)
-    cfg.model.pretrained = False  # the checkpoint holds the weights: never fetch ImageNet ones
-    cfg.model.weights = None
-    return cfg
-
-
-def load_run(run_dir: Path, checkpoint: str) -> tuple[Any, Any, Any]:
+def load_run(run_dir: str | Path | RunDir, checkpoint: str = "best",
+             overrides: Sequence[str] = ()) -> tuple[Any, Any, Any]:
     """(config, datamodule set up, LegoModule with the checkpoint's weights, in eval mode)."""
     from hydra.utils import instantiate
 
     from suite.checkpoints import load_checkpoint
 
-    cfg = load_run_config(run_dir)
+    run = run_dir if isinstance(run_dir, RunDir) else RunDir(Path(run_dir))
+    cfg = run.config(overrides, weights_from_checkpoint=True)  # the checkpoint holds the weights
     if "lego" not in str(cfg.model.get("_target_", "")):
-        raise UserError(f"{run_dir}: export.py exports lego runs; this run trained {cfg.model._target_}")
-    named = checkpoint in ("best", "last")
-    ckpt_path = run_dir / "checkpoints" / f"{checkpoint}.ckpt" if named else Path(checkpoint).expanduser()
+        raise UserError(f"{run}: export.py exports lego runs; this run trained {cfg.model.get('_target_')}")
+    ckpt_path = run.checkpoint(checkpoint)
     state = load_checkpoint(ckpt_path)
     classes = state.get("lego_classes")
     if not classes:
@@ -329,30 +331,35 @@ def write_bundle(folder: Path, model: Path, fp32: Path, part_names: list[str], c
 
 
 # -- main -----------------------------------------------------------------------------------------
-def export_run(args: dict[str, Any]) -> dict[str, Any]:
+def export_run(run_dir: str | Path | RunDir, ckpt: str = "best", out: str | Path | None = None,
+               overrides: Sequence[str] = ()) -> dict[str, Any]:
+    """Export ``ckpt`` of a lego run to ``out`` (default ``<run dir>/export``); ``overrides`` are
+    export options (``quant=auto``) and run-config overrides (``data.root=<dir>``)."""
     from suite.io import atomic_write_json
 
-    run_dir = Path(args["run_dir"]).expanduser()
-    if not run_dir.is_dir():
-        raise UserError(f"run_dir: folder not found: {run_dir}")
-    out = Path(args["out"]).expanduser() if args["out"] else run_dir / "export"
-    threads = [int(t) for t in str(args["threads"]).split(",") if t.strip()]
-    print(f"loading {run_dir} ({args['checkpoint']} checkpoint)", flush=True)
-    cfg, datamodule, module = load_run(run_dir, args["checkpoint"])
+    run = run_dir if isinstance(run_dir, RunDir) else RunDir(Path(run_dir))
+    options, run_overrides = split_options(overrides)
+    out = Path(out).expanduser() if out else run.export_dir
+    try:
+        threads = [int(t) for t in str(options.threads).split(",") if t.strip()]
+    except ValueError:
+        raise ConfigError(f"threads: expected thread counts separated by commas, got '{options.threads}'") from None
+    print(f"loading {run} ({ckpt} checkpoint)", flush=True)
+    cfg, datamodule, module = load_run(run, ckpt, run_overrides)
     net = module.net.eval()
     size = datamodule.image_size
-    calib, _ = stacked_images(datamodule, "train", args["calib_images"])
-    images, items = stacked_images(datamodule, "test", args["parity_images"])
+    calib, _ = stacked_images(datamodule, "train", options.calib_images)
+    images, items = stacked_images(datamodule, "test", options.parity_images)
 
     fp32 = out / "lego_classifier_fp32.onnx"
     print(f"exporting {fp32}", flush=True)
     export_onnx(net, fp32, images)
     reference = run_torch(net, images)
     fp32_cmp = compare(reference, run_onnx(fp32, images))
-    fp32_ok = all(v["max_abs_diff"] <= args["fp32_tol"] and v["top1_agreement"] >= args["fp32_min_agreement"]
+    fp32_ok = all(v["max_abs_diff"] <= options.fp32_tol and v["top1_agreement"] >= options.fp32_min_agreement
                   for v in fp32_cmp.values())
 
-    variants = list(VARIANTS) if args["quant"] == "auto" else [v for v in str(args["quant"]).split(",") if v]
+    variants = list(VARIANTS) if options.quant == "auto" else [v for v in str(options.quant).split(",") if v]
     unknown = [v for v in variants if v not in VARIANTS]
     if unknown:
         raise UserError(f"quant: unknown variant(s) {unknown}; choose from {list(VARIANTS)} or auto")
@@ -360,7 +367,7 @@ def export_run(args: dict[str, Any]) -> dict[str, Any]:
     paths: dict[str, Path] = {}
     for variant in variants if fp32_ok else []:
         print(f"quantizing: {variant}", flush=True)
-        path = quantize(fp32, out / "int8" / f"{variant}.onnx", variant, calib, args["calibration"])
+        path = quantize(fp32, out / "int8" / f"{variant}.onnx", variant, calib, options.calibration)
         paths[variant] = path
         outputs = run_onnx(path, images)
         cmp = compare(reference, outputs)
@@ -370,25 +377,25 @@ def export_run(args: dict[str, Any]) -> dict[str, Any]:
 
     models = {"ort_fp32": fp32, **{f"ort_int8_{v}": p for v, p in paths.items()}}
     print(f"timing {len(models) + 1} models at threads {threads}", flush=True)
-    lat = latency(net, models, images[:1], threads, args["latency_runs"]) if fp32_ok else {}
-    passing = [v for v in int8 if int8[v]["min_top1_agreement"] >= args["int8_min_agreement"]]
+    lat = latency(net, models, images[:1], threads, options.latency_runs) if fp32_ok else {}
+    passing = [v for v in int8 if int8[v]["min_top1_agreement"] >= options.int8_min_agreement]
     one = str(threads[0]) if threads else "1"
     best = min(passing, key=lambda v: lat[f"ort_int8_{v}"][one]) if passing and lat else None
     gflop = gflops_per_image(net, size)
-    floor_ms = gflop / args["peak_gflops"] * 1000
+    floor_ms = gflop / options.peak_gflops * 1000
     parity = {
         "images": len(images), "split": "test", "sources": sorted({it["subset"] for it in items}),
-        "thresholds": {k: args[k] for k in ("fp32_tol", "fp32_min_agreement", "int8_min_agreement")},
-        "calibration": {"method": args["calibration"], "images": len(calib), "split": "train"},
+        "thresholds": {k: getattr(options, k) for k in ("fp32_tol", "fp32_min_agreement", "int8_min_agreement")},
+        "calibration": {"method": options.calibration, "images": len(calib), "split": "train"},
         "fp32": {"outputs": fp32_cmp, "passed": fp32_ok},
         "int8": {"variants": int8, "chosen": best, "passed": best is not None},
         "accuracy": {"torch_fp32": accuracy(reference, items)},
-        "passed": fp32_ok and (best is not None or not args["require_int8"]),
+        "passed": fp32_ok and (best is not None or not options.require_int8),
     }
     latency_report = {
-        "unit": "median ms per image, batch 1", "runs": args["latency_runs"], "image_size": size,
+        "unit": "median ms per image, batch 1", "runs": options.latency_runs, "image_size": size,
         "threads": threads, "models": lat, "gflop_per_image": round(gflop, 4),
-        "compute_floor_ms_1thread": round(floor_ms, 3), "peak_gflops_1thread": args["peak_gflops"],
+        "compute_floor_ms_1thread": round(floor_ms, 3), "peak_gflops_1thread": options.peak_gflops,
         "fraction_of_compute_limit_1thread": {k: round(floor_ms / v["1"], 3) for k, v in lat.items() if "1" in v},
         "speedup_vs_torch_fp32_1thread": {k: round(lat["torch_fp32"]["1"] / v["1"], 2) for k, v in lat.items()
                                           if "1" in v and "torch_fp32" in lat and "1" in lat["torch_fp32"]},
@@ -399,9 +406,9 @@ def export_run(args: dict[str, Any]) -> dict[str, Any]:
     _print_summary(parity, latency_report)
     if not fp32_ok:
         raise ParityError(f"the fp32 ONNX graph disagrees with PyTorch: {fp32_cmp} (see {out / 'parity.json'})")
-    if best is None and args["require_int8"]:
+    if best is None and options.require_int8:
         raise ParityError(
-            f"no int8 variant keeps {args['int8_min_agreement']:.0%} top-1 agreement with PyTorch "
+            f"no int8 variant keeps {options.int8_min_agreement:.0%} top-1 agreement with PyTorch "
             f"({ {v: r['min_top1_agreement'] for v, r in int8.items()} }); see {out / 'parity.json'}. "
             "Pass require_int8=false to ship the fp32 model."
         )
@@ -436,15 +443,17 @@ def main(argv: list[str] | None = None) -> None:
     import os
     import warnings
 
+    from suite.cli import parse_run_command
+
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     warnings.filterwarnings("ignore", category=DeprecationWarning)
-    try:
-        args = parse_args(sys.argv[1:] if argv is None else argv)
-    except UserError as err:
-        print(f"\nerror: {err}", file=sys.stderr)
-        sys.exit(2)
-    run_guarded(export_run, args, log_dir=Path(args["run_dir"]))
+    command = parse_run_command(sys.argv[1:] if argv is None else argv, prog="python export.py",
+                                description=__doc__.splitlines()[0], epilog=__doc__.split("\n", 1)[1],
+                                overrides_help="export options (quant=auto) and run-config overrides (data.root=<dir>)",
+                                accept_legacy=True)
+    run_guarded(export_run, command.run, ckpt=command.ckpt, out=command.out, overrides=command.overrides,
+                log_dir=command.run.path)
 
 
 if __name__ == "__main__":

@@ -37,7 +37,7 @@ def lego_run(tmp_path_factory: pytest.TempPathFactory, shared_data_dir: Path) ->
 
 
 def test_export_writes_parity_latency_and_bundle(lego_run: Path) -> None:
-    export.main([f"run_dir={lego_run}", *FAST_EXPORT])
+    export.main([str(lego_run), *FAST_EXPORT])
     out = lego_run / "export"
     parity = json.loads((out / "parity.json").read_text())
     latency = json.loads((out / "latency.json").read_text())
@@ -69,8 +69,9 @@ def test_bundle_predictor_matches_torch_on_a_real_split_image(lego_run: Path) ->
     from deploy.onnx_predictor import ClassifierLoader, preprocess
 
     if not (lego_run / "export" / "pi_bundle").is_dir():
-        export.main([f"run_dir={lego_run}", *FAST_EXPORT])
-    _, datamodule, module = export.load_run(lego_run, "best")
+        export.main([str(lego_run), *FAST_EXPORT])
+    cfg, datamodule, module = export.load_run(lego_run, "best", ["data.batch_size=4"])
+    assert cfg.data.batch_size == 4 and cfg.model.pretrained is False  # overrides reach the run's config
     item = datamodule.splits["test"][0]
     loader = ClassifierLoader(lego_run / "export" / "pi_bundle", model_path=lego_run / "export" /
                               "lego_classifier_fp32.onnx")
@@ -101,16 +102,31 @@ def test_export_fails_loudly_when_the_graph_is_broken(lego_run: Path, monkeypatc
     monkeypatch.setattr(export, "export_onnx", broken_export)
     out = lego_run / "broken_export"
     with pytest.raises(SystemExit) as exit_info:
-        export.main([f"run_dir={lego_run}", f"out={out}", *FAST_EXPORT])
+        export.main([str(lego_run), "--out", str(out), *FAST_EXPORT])
     assert exit_info.value.code != 0
     parity = json.loads((out / "parity.json").read_text())
     assert parity["passed"] is False and parity["fp32"]["passed"] is False
     assert not (out / "pi_bundle").exists()  # nothing is shipped from a failed export
 
 
-def test_export_refuses_bad_arguments(tmp_path: Path) -> None:
-    with pytest.raises(SystemExit) as exit_info:
-        export.main(["run_dir=" + str(tmp_path / "missing")])
-    assert exit_info.value.code == 2
-    with pytest.raises(SystemExit):
-        export.main(["nonsense"])
+def test_export_refuses_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    for argv in ([str(tmp_path / "missing")], ["nonsense"], [str(tmp_path), "qant=auto"],
+                 [str(tmp_path), "latency_runs=many"]):
+        with pytest.raises(SystemExit) as exit_info:
+            export.main(argv)
+        assert exit_info.value.code == 2, argv
+    errors = capsys.readouterr().err
+    assert "missing is not a run directory" in errors
+    assert "unknown option 'qant' (did you mean quant?)" in errors and "latency_runs=many" in errors
+
+
+def test_export_keeps_the_old_run_dir_spelling(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture) -> None:
+    calls = []
+    monkeypatch.setattr(export, "export_run", lambda *args, **kwargs: calls.append((args, kwargs)))
+    export.main([f"run_dir={tmp_path}", "checkpoint=last", f"out={tmp_path / 'o'}", "quant=auto"])
+    (run,), kwargs = calls[0]
+    assert run.path == tmp_path and kwargs["ckpt"] == "last" and kwargs["out"] == tmp_path / "o"
+    assert kwargs["overrides"] == ["quant=auto"]
+    message = capsys.readouterr().err
+    assert "deprecated" in message and f"python export.py {tmp_path} --ckpt last --out {tmp_path / 'o'}" in message
