@@ -46,7 +46,7 @@ tensorboard:
 export-pi:
 	@if [ -z "$(RUN)" ]; then echo "usage: make export-pi RUN=<run dir of a lego run>"; exit 2; fi
 	@if [ ! -f export.py ]; then echo "export-pi: export.py (lego ONNX export) is not built yet"; exit 2; fi
-	$(PYTHON) export.py run_dir=$(RUN) $(ARGS)
+	$(PYTHON) export.py "$(RUN)" $(ARGS)
 
 bench:
 	@set -e; for b in bench/bench_*.py; do echo "== $$b"; $(PYTHON) $$b; done
