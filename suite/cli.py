@@ -68,7 +68,9 @@ def parse_run_command(argv: Sequence[str], prog: str, description: str, epilog: 
         parser.error(str(err))
     command = RunCommand(RunDir(run_dir), ckpt, out, items)
     if legacy:
-        print(f"{prog}: run_dir=/checkpoint=/out= are deprecated; write: {_spelled(prog, command)}", file=sys.stderr)
+        used = ", ".join(f"{_legacy_name(key)}=" for key in legacy)
+        print(f"{prog}: {used} {'is' if len(legacy) == 1 else 'are'} deprecated; write: {_spelled(prog, command)}",
+              file=sys.stderr)
     return command
 
 
