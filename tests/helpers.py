@@ -33,3 +33,9 @@ class PoisonWeightsAtEpoch(L.Callback):
 
             with torch.no_grad():
                 next(pl_module.parameters()).view(-1)[0] = float("nan")
+
+
+class NeedsRowsInValidation(L.Callback):
+    """Declares a step output no task gives in validation: the suite must refuse it at start."""
+
+    needs = {"val": ("rows",)}
