@@ -30,14 +30,14 @@ def evaluate(run_dir: str | Path | RunDir, ckpt: str = "best", overrides: list[s
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data)
     model = instantiate(cfg.model)
-    prepare_model_and_data(model, datamodule, ckpt_path)
+    spec = prepare_model_and_data(model, datamodule, ckpt_path)
     # only what evaluation needs: writers and the task's test-time callbacks, no checkpointing
     skip = ("ModelCheckpoint", "EarlyStopping", "LearningRateMonitor", "TrainingHistory")
-    callbacks = [c for c in build_callbacks(cfg) if type(c).__name__ not in skip]
+    callbacks = [c for c in build_callbacks(cfg).values() if type(c).__name__ not in skip]
     trainer = L.Trainer(accelerator=cfg.trainer.get("accelerator", "auto"), devices=1, logger=False,
                         callbacks=callbacks, default_root_dir=str(out), enable_checkpointing=False)
     out.mkdir(parents=True, exist_ok=True)
-    write_run_inputs(out, datamodule)
+    write_run_inputs(out, spec, datamodule.split_ids())
     results = trainer.test(model, datamodule=datamodule, ckpt_path=str(ckpt_path), weights_only=True)
     metrics: dict[str, Any] = {k: float(v) for k, v in (results[0] if results else {}).items()}
     metrics["evaluated_checkpoint"] = str(ckpt_path)
