@@ -12,7 +12,7 @@ from suite.config_check import validate_config
 from suite.errors import UserError
 from suite.io import atomic_write_json, atomic_write_text
 from suite.printing import print_config_tree, print_metrics_table
-from suite.run_dir import guard_run_dir
+from suite.run_dir import RunDir, guard_run_dir
 
 
 def instantiate(node: DictConfig, **kwargs: Any) -> Any:
@@ -32,18 +32,15 @@ def instantiate(node: DictConfig, **kwargs: Any) -> Any:
 
 
 def resolve_ckpt_path(cfg: DictConfig, out_dir: Path) -> str | None:
+    """``ckpt_path``: "last" (resume this run dir), "best", or a checkpoint file; None to start afresh."""
     ckpt = cfg.get("ckpt_path")
     if ckpt is None:
         return None
-    if ckpt == "last":
-        path = out_dir / "checkpoints" / "last.ckpt"
-        if not path.is_file():
-            raise UserError(f"ckpt_path=last: no checkpoint at {path} (set hydra.run.dir to the run to resume)")
-        return str(path)
-    path = Path(ckpt).expanduser()
-    if not path.is_file():
-        raise UserError(f"ckpt_path: checkpoint not found: {path}")
-    return str(path)
+    try:
+        return str(RunDir(out_dir).checkpoint(str(ckpt)))
+    except UserError as err:
+        hint = " (set hydra.run.dir to the run to resume)" if ckpt == "last" else ""
+        raise type(err)(f"ckpt_path={ckpt}: {err}{hint}") from None
 
 
 def build_callbacks(cfg: DictConfig) -> dict[str, Any]:
