@@ -22,7 +22,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from suite import gpu_slots
 from suite.errors import ConfigError, UserError
-from suite.run_dir import guard_run_dir, guard_sweep_dir, keep_previous_hydra_config
+from suite.run_dir import RunDir, guard_run_dir, guard_sweep_dir, keep_previous_hydra_config
 
 log = logging.getLogger(__name__)
 
@@ -237,14 +237,17 @@ def resume_after_requeue(cfg: DictConfig, hydra_cfg: DictConfig | None) -> str |
     """
     if not is_submitit(hydra_cfg) or cfg.get("ckpt_path") is not None:
         return None
-    out_dir = Path(cfg.paths.output_dir)
-    last = out_dir / "checkpoints" / "last.ckpt"
-    if last.is_file() and not (out_dir / "metrics" / "metrics.json").exists():
-        with open_dict(cfg):
-            cfg.ckpt_path = "last"
-        log.info("resuming requeued job from %s", last)
-        return str(last)
-    return None
+    run = RunDir(Path(cfg.paths.output_dir))
+    if run.is_finished:
+        return None
+    try:
+        last = run.checkpoint("last")
+    except UserError:  # no last.ckpt: the job's first attempt, nothing to resume
+        return None
+    with open_dict(cfg):
+        cfg.ckpt_path = "last"
+    log.info("resuming requeued job from %s", last)
+    return str(last)
 
 
 def check_slurm_tasks(cfg: DictConfig) -> None:
