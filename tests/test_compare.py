@@ -161,3 +161,16 @@ def test_long_group_names_get_short_labels_with_a_legend(tmp_path: Path) -> None
     result = build_report([tmp_path / "s"], plots=False)
     assert result["groups"] == ["G1", "G2"]
     assert "| G1 | `model.optimizer.lr=0.000413 model.optimizer.weight_decay=4.13e-05` |" in result["report"]
+
+
+def test_unreadable_files_of_one_run_are_named_and_do_not_stop_the_report(
+        sweep: Path, capsys: pytest.CaptureFixture) -> None:
+    (sweep / "0" / "metrics" / "metrics.json").write_text("{not json")
+    (sweep / "1" / ".hydra" / "config.yaml").write_text("seed: [1\n")
+    result = build_report([sweep], plots=False)
+    warnings = capsys.readouterr().err
+    assert f"{sweep / '0' / 'metrics' / 'metrics.json'} cannot be read" in warnings
+    assert f"{sweep / '1' / '.hydra' / 'config.yaml'} cannot be read" in warnings
+    runs = {r.name: r for r in result["runs"]}
+    assert not runs["0"].finished and runs["1"].finished and runs["1"].config == {}
+    assert runs["2"].config["selection_metric"] == "val/f1_tail"  # the others are read as before

@@ -7,7 +7,8 @@ Runs are grouped by experiment: every override that differs between the runs, ex
 names the group (``experiment=intravideo``, ``model.lr=0.001`` ...). Each metric is reported as
 mean ± sample std over the group's seeds. Each run's ``.hydra/overrides.yaml``,
 ``.hydra/config.yaml``, ``metrics/metrics.json``, ``training_history.json`` and
-``predictions_agg.csv`` are read; a run without ``metrics/metrics.json`` is listed as unfinished.
+``predictions_agg.csv`` are read (through ``suite.run_dir.RunDir``); a run without a readable
+``metrics/metrics.json`` is listed as unfinished.
 Every output is written atomically into ``<sweep dir>/report/`` (or ``--out``).
 """
 
@@ -22,6 +23,9 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+
+from suite.errors import DataError
+from suite.run_dir import FINISHED_MARKER, RunDir
 
 # Overrides that never tell experiments apart.
 IGNORED_OVERRIDE_KEYS = {"seed", "hydra.run.dir", "hydra.sweep.dir", "overwrite"}
@@ -55,15 +59,6 @@ class Run:
 # ---------------------------------------------------------------------------------------------
 # Reading
 # ---------------------------------------------------------------------------------------------
-def _load_yaml(path: Path) -> Any:
-    import yaml
-
-    try:
-        return yaml.safe_load(path.read_text()) if path.is_file() else None
-    except yaml.YAMLError:
-        return None
-
-
 def _load_json(path: Path) -> Any:
     try:
         return json.loads(path.read_text()) if path.is_file() else None
@@ -86,7 +81,8 @@ def flat_metrics(metrics: dict[str, Any]) -> dict[str, float]:
 
 
 def is_run_dir(path: Path) -> bool:
-    return (path / "metrics" / "metrics.json").is_file() or (path / ".hydra" / "overrides.yaml").is_file()
+    run = RunDir(path)
+    return run.is_finished or run.overrides_yaml.is_file()
 
 
 def find_runs(paths: list[Path]) -> list[Path]:
@@ -98,7 +94,7 @@ def find_runs(paths: list[Path]) -> list[Path]:
         if is_run_dir(root):
             found.append(root)
             continue
-        candidates = {p.parent.parent for p in root.rglob("metrics/metrics.json")}
+        candidates = {p.parent.parent for p in root.rglob(FINISHED_MARKER.as_posix())}
         candidates |= {p.parent.parent for p in root.rglob(".hydra/overrides.yaml")}
         # DDP helper processes and report folders are not runs.
         found.extend(sorted((c for c in candidates if is_run_dir(c)), key=_job_order))
@@ -110,12 +106,26 @@ def _job_order(path: Path) -> tuple:
     return tuple(int(p) if p.isdigit() else p for p in path.parts)
 
 
+def _or_warn(read: Any, default: Any) -> Any:
+    """One unreadable file of one run must not stop a sweep's report: say which, and go on without it."""
+    try:
+        return read()
+    except DataError as err:
+        print(f"warning: {err}", file=sys.stderr)
+        return default
+
+
 def load_run(path: Path) -> Run:
-    overrides = _load_yaml(path / ".hydra" / "overrides.yaml") or []
-    config = _load_yaml(path / ".hydra" / "config.yaml") or {}
-    metrics = _load_json(path / "metrics" / "metrics.json")
-    history = _load_json(path / "training_history.json") or []
-    return Run(path=path, overrides=[str(o) for o in overrides], config=config,
+    from omegaconf import OmegaConf
+
+    run = RunDir(path)
+    overrides = _or_warn(run.launch_overrides, [])
+    config = {}
+    if run.config_yaml.is_file():  # a run dir of metrics only has no config
+        config = _or_warn(lambda: OmegaConf.to_container(run.config(), resolve=False), {})
+    metrics = _or_warn(run.metrics, None)  # unreadable metrics: listed as unfinished
+    history = _load_json(run.history_json) or []
+    return Run(path=path, overrides=overrides, config=config,
                metrics=flat_metrics(metrics) if isinstance(metrics, dict) else {},
                history=history if isinstance(history, list) else [], finished=isinstance(metrics, dict))
 
@@ -410,7 +420,7 @@ def binary_predictions(run: Run) -> tuple[list[float], list[int]] | None:
     """(probability, target) pairs from predictions_agg.csv of a binary task, when it has such columns."""
     import pandas as pd
 
-    path = run.path / "predictions_agg.csv"
+    path = RunDir(run.path).predictions_csv
     if not path.is_file():
         return None
     frame = pd.read_csv(path)
