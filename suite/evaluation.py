@@ -41,7 +41,7 @@ def evaluate(run_dir: str | Path | RunDir, ckpt: str = "best", overrides: list[s
     results = trainer.test(model, datamodule=datamodule, ckpt_path=str(ckpt_path), weights_only=True)
     metrics: dict[str, Any] = {k: float(v) for k, v in (results[0] if results else {}).items()}
     metrics["evaluated_checkpoint"] = str(ckpt_path)
-    atomic_write_json(out / "metrics" / "metrics.json", metrics)
+    atomic_write_json(RunDir(out).metrics_json, metrics)
     print_metrics_table({k: v for k, v in metrics.items() if isinstance(v, float)},
                         title=f"evaluation of {ckpt_path} ({out})")
     return metrics
