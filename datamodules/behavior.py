@@ -1,10 +1,21 @@
 """Event clips from videos for the behavior task (seed 003, cross-sucking).
 
-Manifests are CSVs with ``video_path,video_id,start_s,end_s,label`` (+ optional ``event_id``):
-one per split (``train_manifest``/``val_manifest``/``test_manifest``), or one ``manifest`` with a
-``split`` column (train/val/test). Relative video paths are resolved against ``video_root`` or
-else the manifest's folder. With no manifest at all the synthetic dataset is generated and the
-split named by ``split`` (old | intravideo | boosted) is used, with its held-out-camera test set.
+``data.root`` is a folder of manifests: CSVs with ``video_path,video_id,start_s,end_s,label`` (+
+optional ``event_id``; other columns are kept). In that folder, first match wins:
+
+1. ``train_<split>[_<stamp>].csv``, ``val_<split>[_<stamp>].csv`` and ``test[_<stamp>].csv`` as
+   ``tools.make_splits`` writes them (``data.split`` = old | intravideo | boosted picks the pair,
+   newest stamp first), or plain ``train.csv``, ``val.csv`` and ``test.csv``: the splits as given;
+2. one events table, ``manifest.csv`` or ``events.csv``: with a ``split`` column (train/val/test)
+   its rows are the splits; without one, the test set is ``test.csv`` when present, otherwise whole
+   ``data.test_by`` groups (videos) held out, and train/val are built from the rest with the
+   strategy ``data.split`` (``datamodules/splits.py``).
+
+``data.train_manifest``/``val_manifest``/``test_manifest`` (all three) or ``data.manifest`` (one
+table) name the files explicitly instead. Relative video paths are resolved against
+``video_root``, else the manifest's folder. With no data at all the synthetic camera dataset
+(``datamodules/synthetic/behavior.py``, the same layout: ``events.csv`` + held-out-camera
+``test.csv``) is generated. The test split is never used to select the checkpoint.
 
 Training takes one random clip per event; validation and test take ``clips_per_event`` clips
 spread over the event, decoded in one pass (TTA), and the module aggregates their probabilities.
@@ -13,6 +24,7 @@ spread over the event, decoded in one pass (TTA), and the module aggregates thei
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,8 +35,10 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset, WeightedRandomSampler
 
-from datamodules.base import SuiteDataModule, existing_folder
-from datamodules.splits import REQUIRED_COLUMNS, add_event_ids
+from datamodules.base import SPLITS, SuiteDataModule
+from datamodules.splits import REQUIRED_COLUMNS, STRATEGIES, add_event_ids, build_split, hold_out_videos
+from datamodules.synthetic.behavior import GENERATOR
+from datamodules.synthetic.common import SyntheticDataset
 from datamodules.video import (
     DecodeStats,
     VideoInfo,
@@ -35,14 +49,27 @@ from datamodules.video import (
     stride_for_fps,
     tta_positions,
 )
+from suite.backbones import IMAGENET_MEAN, IMAGENET_STD
+from suite.contracts import Head, InputSpec
 from suite.errors import ConfigError, DataError
 from suite.paths import confined_path
 
 log = logging.getLogger(__name__)
 
-MEAN = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
-STD = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
-SYNTHETIC_SPLITS = ("old", "intravideo", "boosted")
+MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
+STD = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+#: one events table in data.root, by the names looked for (first found)
+EVENT_TABLES = ("manifest.csv", "events.csv")
+# Real videos get the input the frame backbone was pretrained at (ImageNet, 224 px) and 16-frame
+# clips, the usual clip length of video classifiers; the seed names neither. The synthetic set
+# keeps its own small scale (data.synthetic.size, data.synthetic_frames_per_clip) so runs stay fast.
+REAL_IMAGE_SIZE = 224
+REAL_FRAMES_PER_CLIP = 16
+
+
+def _deprecated(message: str) -> None:
+    warnings.warn(message, FutureWarning, stacklevel=3)
+    log.warning(message)
 
 
 @dataclass(frozen=True)
@@ -62,7 +89,8 @@ def _row_ref(manifest: str, row: int) -> str:
 
 
 def read_manifest(path: str | Path, class_names: list[str]) -> pd.DataFrame:
-    """A manifest with its columns, labels and times checked; labels become class indices in ``label_idx``."""
+    """A manifest with its columns, labels and times checked; labels become class indices in ``label_idx``
+    and ``manifest_file``/``manifest_row`` say where each row came from (for error messages)."""
     path = Path(path)
     if not path.is_file():
         raise DataError(f"manifest not found: {path}")
@@ -97,7 +125,13 @@ def read_manifest(path: str | Path, class_names: list[str]) -> pd.DataFrame:
         empty = np.flatnonzero(df[column].isna().to_numpy())
         if len(empty):
             raise DataError(f"{_row_ref(str(path), int(empty[0]))}: empty {column}")
-    return add_event_ids(df)
+    return add_event_ids(df).assign(manifest_file=str(path), manifest_row=np.arange(len(df)))
+
+
+def newest_csv(root: Path, stem: str) -> Path | None:
+    """``root/<stem>.csv`` or the newest ``root/<stem>_<stamp>.csv`` (stamps sort by time)."""
+    found = sorted(root.glob(f"{stem}.csv")) + sorted(root.glob(f"{stem}_[0-9]*.csv"))
+    return found[-1] if found else None
 
 
 class ClipDataset(Dataset):
@@ -151,8 +185,13 @@ class ClipDataset(Dataset):
 
 
 class BehaviorDataModule(SuiteDataModule):
+    """Events of long videos as TTA clips; the tail class is index 1 (the positive class of every metric)."""
+
+    task = "behavior"
+
     def __init__(
         self,
+        root: str | None = None,
         train_manifest: str | None = None,
         val_manifest: str | None = None,
         test_manifest: str | None = None,
@@ -161,13 +200,18 @@ class BehaviorDataModule(SuiteDataModule):
         video_root: str | None = None,
         allow_outside_root: bool = False,
         split: str = "intravideo",
+        val_fraction: float = 0.2,
+        test_fraction: float = 0.2,
+        test_by: str = "video_id",
+        boost_share: float = 0.3,
         synthetic_dir: str = "data/synthetic",
         synthetic: dict[str, Any] | None = None,
+        synthetic_frames_per_clip: int = 8,
         class_names: list[str] | None = None,
         tail_class: str = "tail",
-        frames_per_clip: int = 8,
+        frames_per_clip: int | None = None,
         target_fps: float | None = None,
-        image_size: int = 64,
+        image_size: int | None = None,
         clips_per_event: int = 5,
         balanced_sampling: bool = True,
         augment: bool = True,
@@ -178,84 +222,228 @@ class BehaviorDataModule(SuiteDataModule):
         num_workers: int = 0,
         pin_memory: bool = False,
     ):
-        super().__init__(batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory)
-        self.class_names = list(class_names or ["normal", "tail"])
+        synthetic_params = dict(synthetic or {})
+        val_fraction, boost_share = self._moved_synthetic_keys(synthetic_params, val_fraction, boost_share)
+        root = self._root_from(root, manifest_dir, {"train_manifest": train_manifest, "val_manifest": val_manifest,
+                                                    "test_manifest": test_manifest, "manifest": manifest})
+        super().__init__(root=root, synthetic_dir=synthetic_dir, dev_samples=dev_samples, seed=seed,
+                         batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory)
+        self.class_names = [str(c) for c in (class_names or ["normal", "tail"])]
         if len(self.class_names) != 2 or tail_class not in self.class_names:
             raise ConfigError(f"data.class_names must be two names including data.tail_class='{tail_class}' "
                               f"(got {self.class_names})")
         if self.class_names.index(tail_class) != 1:
             self.class_names.reverse()  # the tail class is index 1: the positive class of every metric
-        if split not in SYNTHETIC_SPLITS:
-            raise ConfigError(f"data.split must be one of {SYNTHETIC_SPLITS}, got '{split}'")
-        if clips_per_event < 1 or frames_per_clip < 1:
-            raise ConfigError("data.clips_per_event and data.frames_per_clip must be >= 1")
+        if split not in STRATEGIES:
+            raise ConfigError(f"data.split must be one of {STRATEGIES}, got '{split}'")
+        for key, value in (("clips_per_event", clips_per_event), ("frames_per_clip", frames_per_clip),
+                           ("image_size", image_size), ("synthetic_frames_per_clip", synthetic_frames_per_clip)):
+            if value is not None and value < 1:
+                raise ConfigError(f"data.{key} must be >= 1, got {value}")
+        for key, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction),
+                           ("boost_share", boost_share)):
+            if not 0.0 < value < 1.0:
+                raise ConfigError(f"data.{key} must be in (0, 1), got {value}")
+        GENERATOR.params(seed, **synthetic_params)  # unknown data.synthetic keys fail here, not after training
         self.manifests = {"train": train_manifest, "val": val_manifest, "test": test_manifest}
         self.manifest = manifest
-        self.manifest_dir = manifest_dir
         self.video_root = video_root
         self.allow_outside_root = allow_outside_root
-        self.split = split
-        self.synthetic_dir = synthetic_dir
-        self.synthetic = dict(synthetic or {})
+        # ``split`` is the base's split accessor: the strategy keeps its config name as data.split
+        self.strategy = split
+        self.val_fraction, self.test_fraction, self.boost_share = val_fraction, test_fraction, boost_share
+        self.test_by = test_by
+        self.synthetic_params = synthetic_params
+        self.synthetic_frames_per_clip = synthetic_frames_per_clip
         self.tail_class = tail_class
-        self.frames_per_clip = frames_per_clip
+        self.frames_per_clip_cfg = frames_per_clip
+        self.image_size_cfg = image_size
         self.target_fps = target_fps
-        self.image_size = image_size
         self.clips_per_event = clips_per_event
         self.balanced_sampling = balanced_sampling
         self.augment = augment
         self.skip_bad_videos = skip_bad_videos
-        self.dev_samples = dev_samples
-        self.seed = seed
-        self.events: dict[str, list[Event]] = {}
         self.skipped: list[str] = []
         self.stats = DecodeStats()
-        self._ready = False
 
-    def label_map(self) -> dict[str, Any]:
-        return {"classes": {name: i for i, name in enumerate(self.class_names)}, "tail_class": self.tail_class}
+    # -- former config keys ----------------------------------------------------------------------------------
+    @staticmethod
+    def _moved_synthetic_keys(params: dict[str, Any], val_fraction: float, boost_share: float) -> tuple[float, float]:
+        """``data.synthetic.{val_fraction, boost_share, seed}`` of earlier configs: the splits are built by the
+        DataModule now, for any events table, and the synthetic videos follow ``data.seed``."""
+        if "val_fraction" in params:
+            val_fraction = float(params.pop("val_fraction"))
+            _deprecated("data.synthetic.val_fraction is deprecated: use data.val_fraction (applied)")
+        if "boost_share" in params:
+            boost_share = float(params.pop("boost_share"))
+            _deprecated("data.synthetic.boost_share is deprecated: use data.boost_share (applied)")
+        if "seed" in params:
+            params.pop("seed")
+            _deprecated("data.synthetic.seed is deprecated and ignored: the synthetic videos are generated with "
+                        "data.seed (the run's seed)")
+        return val_fraction, boost_share
 
-    # -- reading -------------------------------------------------------------------------------------------
-    def _manifest_paths(self) -> dict[str, Path]:
-        if self.manifest is not None:
-            return {"all": Path(self.manifest)}
+    @staticmethod
+    def _root_from(root: str | None, manifest_dir: str | None, explicit: dict[str, str | None]) -> str | None:
+        if manifest_dir is not None:
+            _deprecated("data.manifest_dir is deprecated: use data.root (the folder of manifests)")
+            if root is not None and os.path.realpath(os.path.expanduser(root)) != os.path.realpath(
+                    os.path.expanduser(manifest_dir)):
+                raise ConfigError(f"data.root={root} and data.manifest_dir={manifest_dir} name two folders: "
+                                  "give data.root only")
+            root = root or manifest_dir
+        given = {key: value for key, value in explicit.items() if value}
+        if root is None and given:
+            # Explicit manifests are the user's data: their folder is the root, no synthetic set is made.
+            key, value = next(iter(given.items()))
+            path = Path(os.path.expanduser(value))
+            if not path.is_file():
+                raise DataError(f"data.{key}: manifest not found: {path.resolve()}")
+            root = str(path.resolve().parent)
+        return root
+
+    # -- sizes -----------------------------------------------------------------------------------------------
+    @property
+    def is_synthetic(self) -> bool:
+        return not self.root
+
+    @property
+    def image_size(self) -> int:
+        """The configured size; unset: the synthetic videos' size, or the backbone's 224 px on real videos."""
+        if self.image_size_cfg:
+            return int(self.image_size_cfg)
+        if self.is_synthetic:
+            return int({**GENERATOR.defaults, **self.synthetic_params}["size"])
+        return REAL_IMAGE_SIZE
+
+    @property
+    def frames_per_clip(self) -> int:
+        """The configured length; unset: ``synthetic_frames_per_clip`` on the synthetic set, 16 on real videos."""
+        if self.frames_per_clip_cfg:
+            return int(self.frames_per_clip_cfg)
+        return self.synthetic_frames_per_clip if self.is_synthetic else REAL_FRAMES_PER_CLIP
+
+    # -- contract hooks --------------------------------------------------------------------------------------
+    def synthetic(self) -> tuple[SyntheticDataset, dict[str, Any]]:
+        return GENERATOR, dict(self.synthetic_params)
+
+    def build_splits(self, root: Path) -> dict[str, list[Event]]:
+        tables = self._split_tables(root)
+        infos: dict[Path, VideoInfo | DataError] = {}
+        self.skipped, self.sources = [], []
+        splits: dict[str, list[Event]] = {}
+        for split in SPLITS:
+            df, source = tables[split]
+            if len(df) == 0:
+                raise DataError(f"the {split} split is empty ({source}): every split needs at least one event")
+            events = self._to_events(split, df, infos)
+            if not events:
+                raise DataError(f"the {split} split has no readable events left after skipping bad videos ({source})")
+            # shuffled (seeded) so that a data.dev_samples subset keeps several videos and both classes
+            order = np.random.default_rng(self.seed).permutation(len(events))
+            splits[split] = [events[i] for i in order]
+            self.sources.append((f"{split}: {source}", len(df)))
+        if self.skipped:
+            listing = "\n  ".join(self.skipped)
+            message = (f"skipped {len(self.skipped)} event(s) with unreadable videos "
+                       f"(data.skip_bad_videos=true):\n  {listing}")
+            warnings.warn(message, stacklevel=1)
+            log.warning(message)
+        if not any(e.label == 1 for e in splits["train"]):
+            raise DataError(f"the train split has no '{self.tail_class}' events: "
+                            "the classifier cannot learn the tail class")
+        return splits
+
+    def item_id(self, item: Event) -> str:
+        return item.event_id
+
+    def group_id(self, item: Event) -> str:
+        return item.video_id
+
+    def heads(self) -> tuple[Head, ...]:
+        return (Head("label", tuple(self.class_names), positive=1),)
+
+    def input_spec(self) -> InputSpec:
+        return InputSpec("clip", (self.frames_per_clip, 3, self.image_size, self.image_size), IMAGENET_MEAN,
+                         IMAGENET_STD)
+
+    def spec_extras(self) -> dict[str, Any]:
+        # "classes" keeps label_map.json readable by scripts written for its earlier layout
+        return {"classes": {name: i for i, name in enumerate(self.class_names)}, "tail_class": self.tail_class,
+                "clips_per_event": self.clips_per_event, "skipped_events": len(self.skipped)}
+
+    # -- reading ---------------------------------------------------------------------------------------------
+    def _given(self, key: str, value: str, root: Path) -> Path:
+        """An explicit manifest: as given (``~`` expanded), or relative to ``data.root``."""
+        path = Path(os.path.expanduser(value))
+        if not path.is_absolute() and not path.is_file() and (root / path).is_file():
+            path = root / path
+        if not path.is_file():
+            raise DataError(f"data.{key}: manifest not found: {path.resolve()}")
+        return path.resolve()
+
+    def _read(self, path: Path) -> pd.DataFrame:
+        return read_manifest(path, self.class_names)
+
+    def _split_tables(self, root: Path) -> dict[str, tuple[pd.DataFrame, str]]:
+        """Each split's rows and where they came from, from the explicit keys or the layout of ``root``."""
         given = {k: v for k, v in self.manifests.items() if v}
         if given:
-            missing = [k for k in ("train", "val", "test") if k not in given]
+            missing = [k for k in SPLITS if k not in given]
             if missing:
                 raise ConfigError(f"data.{missing[0]}_manifest is not set (give all three, or data.manifest "
                                   "with a split column)")
-            return {k: Path(v) for k, v in given.items()}
-        if self.manifest_dir is not None:
-            return self._split_files(Path(self.manifest_dir))
-        from datamodules.synthetic.behavior import ensure_behavior_dataset
+            paths = {k: self._given(f"{k}_manifest", v, root) for k, v in given.items()}
+            return {k: (self._read(p), str(p)) for k, p in paths.items()}
+        if self.manifest:
+            return self._from_table(self._given("manifest", self.manifest, root), newest_csv(root, "test"))
+        test = newest_csv(root, "test")
+        train = newest_csv(root, f"train_{self.strategy}") or newest_csv(root, "train")
+        val = newest_csv(root, f"val_{self.strategy}") or newest_csv(root, "val")
+        if train is not None and val is not None:
+            if test is None:
+                raise DataError(f"data.root={root}: {train.name} and {val.name} but no test.csv (or "
+                                "test_<stamp>.csv): the test split must be held out from train and val, as "
+                                "tools.make_splits does")
+            return {k: (self._read(p), str(p)) for k, p in (("train", train), ("val", val), ("test", test))}
+        table = next((root / name for name in EVENT_TABLES if (root / name).is_file()), None)
+        if table is not None:
+            return self._from_table(table, test)
+        have = sorted(p.name for p in root.glob("*.csv"))
+        raise DataError(
+            f"data.root={root}: no manifests for data.split={self.strategy}. Expected train_{self.strategy}"
+            f"[_<stamp>].csv + val_{self.strategy}[_<stamp>].csv + test[_<stamp>].csv (tools.make_splits), "
+            f"train.csv + val.csv + test.csv, or one events table ({' or '.join(EVENT_TABLES)}). "
+            f"CSV files there: {have}"
+        )
 
-        return self._split_files(ensure_behavior_dataset(self.synthetic_dir, **self.synthetic))
-
-    def _split_files(self, root: Path) -> dict[str, Path]:
-        """``train_<split>[_<stamp>].csv``, ``val_...`` and ``test[_<stamp>].csv`` in a folder (newest stamp)."""
-        root = existing_folder(root, "data.manifest_dir")
-        out = {}
-        for kind, stem in (("train", f"train_{self.split}"), ("val", f"val_{self.split}"), ("test", "test")):
-            found = sorted(root.glob(f"{stem}.csv")) + sorted(root.glob(f"{stem}_[0-9]*.csv"))
-            if not found:
-                have = sorted(p.name for p in root.glob("*.csv"))
-                raise DataError(f"data.manifest_dir={root}: no {stem}.csv or {stem}_<timestamp>.csv for "
-                                f"data.split={self.split} (CSV files there: {have})")
-            out[kind] = found[-1]
-        return out
-
-    def _frames(self, paths: dict[str, Path]) -> dict[str, pd.DataFrame]:
-        if "all" not in paths:
-            return {k: read_manifest(p, self.class_names).assign(manifest_file=str(p)) for k, p in paths.items()}
-        df = read_manifest(paths["all"], self.class_names).assign(manifest_file=str(paths["all"]))
-        if "split" not in df.columns:
-            raise DataError(f"manifest {paths['all']} has no 'split' column (train/val/test); add one or give "
-                            "data.train_manifest/val_manifest/test_manifest")
-        bad = sorted(set(df["split"].astype(str)) - {"train", "val", "test"})
-        if bad:
-            raise DataError(f"manifest {paths['all']}: unknown split value(s) {bad} (use train/val/test)")
-        return {k: df[df["split"].astype(str) == k] for k in ("train", "val", "test")}
+    def _from_table(self, path: Path, test_path: Path | None) -> dict[str, tuple[pd.DataFrame, str]]:
+        """One events table: its ``split`` column, or splits built here (test held out first)."""
+        df = self._read(path)
+        if "split" in df.columns:
+            column = df["split"].astype(str).str.strip()
+            bad = sorted(set(column) - set(SPLITS))
+            if bad:
+                raise DataError(f"manifest {path}: unknown split value(s) {bad} (use train/val/test)")
+            out = {k: (df[column == k], f"{path} (split={k})") for k in SPLITS}
+            if not len(out["test"][0]) and test_path is not None:
+                out["test"] = (self._read(test_path), str(test_path))
+            return out
+        # labels as class names, so the split builders find the tail class whatever the manifest used (0/1)
+        pool = df.assign(label=[self.class_names[i] for i in df["label_idx"]])
+        if test_path is not None:
+            test, test_source = self._read(test_path), str(test_path)
+        else:
+            if self.test_by not in pool.columns:
+                raise DataError(f"data.test_by: manifest {path} has no column '{self.test_by}' "
+                                f"(columns: {list(df.columns)})")
+            pool, test = hold_out_videos(pool, self.test_fraction, self.tail_class, self.seed, self.test_by)
+            test_source = (f"{path} (whole {self.test_by} groups held out: data.test_fraction={self.test_fraction}, "
+                           f"seed {self.seed})")
+        train, val = build_split(pool, self.strategy, self.val_fraction, self.tail_class, self.seed, self.boost_share)
+        boost = f", data.boost_share={self.boost_share}" if self.strategy == "boosted" else ""
+        built = f"data.split={self.strategy}, data.val_fraction={self.val_fraction}{boost}, seed {self.seed}"
+        return {"train": (train, f"{path} ({built})"), "val": (val, f"{path} ({built})"), "test": (test, test_source)}
 
     def _resolve(self, manifest: str, video_path: str, where: str) -> Path:
         """With ``video_root`` every path must lie under it; without, relative paths may not climb out of
@@ -269,8 +457,8 @@ class BehaviorDataModule(SuiteDataModule):
 
     def _to_events(self, split: str, df: pd.DataFrame, infos: dict[Path, VideoInfo | DataError]) -> list[Event]:
         events = []
-        for i, row in enumerate(df.itertuples(index=False)):
-            where = f"{_row_ref(row.manifest_file, int(df.index[i]))} (event {row.event_id})"
+        for row in df.itertuples(index=False):
+            where = f"{_row_ref(row.manifest_file, int(row.manifest_row))} (event {row.event_id})"
             path = self._resolve(row.manifest_file, row.video_path, where)
             if path not in infos:
                 try:
@@ -293,43 +481,15 @@ class BehaviorDataModule(SuiteDataModule):
                                 stride_for_fps(info.fps, self.target_fps)))
         return events
 
-    def setup(self, stage: str | None = None) -> None:
-        if self._ready:
-            return
-        paths = self._manifest_paths()
-        frames = self._frames(paths)
-        infos: dict[Path, VideoInfo | DataError] = {}
-        for split in ("train", "val", "test"):
-            df = frames[split].reset_index(drop=True) if "all" not in paths else frames[split]
-            source = str(paths.get(split, paths.get("all")))
-            if len(df) == 0:
-                raise DataError(f"the {split} split is empty ({source}): every split needs at least one event")
-            self.events[split] = self._to_events(split, df, infos)
-            if not self.events[split]:
-                raise DataError(f"the {split} split has no readable events left after skipping bad videos ({source})")
-            self.sources.append((f"{split}: {source}", len(df)))
-        if self.skipped:
-            listing = "\n  ".join(self.skipped)
-            message = (f"skipped {len(self.skipped)} event(s) with unreadable videos "
-                       f"(data.skip_bad_videos=true):\n  {listing}")
-            warnings.warn(message, stacklevel=1)
-            log.warning(message)
-        if not any(e.label == 1 for e in self.events["train"]):
-            raise DataError(f"the train split has no '{self.tail_class}' events: "
-                            "the classifier cannot learn the tail class")
-        if self.dev_samples is not None:
-            self.events["train"] = self.events["train"][: self.dev_samples]
-        self._ready = True
-
-    # -- loaders -------------------------------------------------------------------------------------------
+    # -- loaders ---------------------------------------------------------------------------------------------
     def dataset(self, split: str, augment: bool | None = None) -> ClipDataset:
         training = split == "train"
-        return ClipDataset(self.events[split], self.frames_per_clip, self.image_size,
+        return ClipDataset(self.split(split), self.frames_per_clip, self.image_size,
                            None if training else self.clips_per_event,
-                           self.augment if augment is None else augment, self.stats)
+                           (self.augment and training) if augment is None else augment, self.stats)
 
     def train_dataloader(self):  # noqa: ANN201
-        ds = self.dataset("train", augment=self.augment)
+        ds = self.dataset("train")
         sampler = None
         if self.balanced_sampling:
             labels = torch.tensor(ds.labels())
@@ -339,9 +499,3 @@ class BehaviorDataModule(SuiteDataModule):
             sampler = WeightedRandomSampler(weights.double(), num_samples=len(ds), replacement=True,
                                             generator=generator)
         return self.make_loader(ds, shuffle=True, sampler=sampler, drop_last=len(ds) > self.batch_size)
-
-    def val_dataloader(self):  # noqa: ANN201
-        return self.make_loader(self.dataset("val", augment=False))
-
-    def test_dataloader(self):  # noqa: ANN201
-        return self.make_loader(self.dataset("test", augment=False))

@@ -56,38 +56,41 @@ def _rng(seed: int) -> np.random.Generator:
     return np.random.default_rng(seed)
 
 
-def hold_out_videos(
-    events: pd.DataFrame, fraction: float, tail_label: str, seed: int, group_column: str = "video_id"
-) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """(rest, held_out): whole groups (videos, or cameras) held out.
+#: seeds tried (seed, seed + 1, ...) until the held-out side and the rest both have tail groups
+HOLD_OUT_ATTEMPTS = 20
 
-    The held-out side gets at least one group with tail events, and so does the rest when two or more
-    groups have tail events, so that both sides can be scored (and trained) on the tail class.
+
+def hold_out_videos(
+    events: pd.DataFrame, fraction: float, tail_label: str, seed: int, group_column: str = "video_id",
+    split_name: str = "test",
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(rest, held_out): whole groups (videos, or cameras) held out, stratified by the tail label.
+
+    The suite's one group-aware splitter (:func:`datamodules.grouped_split.grouped_split`) picks the
+    groups. The held-out side must have a group with tail events, and so must the rest when two or
+    more groups have tail events, or one side could not be scored (or trained) on the tail class; a
+    fold that misses this is redrawn with the next seed, so the same ``seed`` still gives the same rows.
     """
-    groups = sorted(events[group_column].astype(str).unique())
-    if len(groups) < 2:
-        raise DataError(f"cannot hold out a test set: only {len(groups)} distinct {group_column} value(s)")
-    rng = _rng(seed)
-    order = list(rng.permutation(groups))
+    from datamodules.grouped_split import grouped_split
+
+    if not 0.0 < fraction < 1.0:
+        raise DataError(f"the {split_name} fraction must be in (0, 1), got {fraction}")
+    groups = events[group_column].astype(str).to_numpy()
+    if len(set(groups.tolist())) < 2:
+        raise DataError(f"cannot hold out a {split_name} set: only {len(set(groups.tolist()))} distinct "
+                        f"{group_column} value(s)")
     tail = _is_tail(events, tail_label)
-    with_tail = set(events.loc[tail, group_column].astype(str))
-    # Put one group with tail events first so the held-out set can be scored on the tail class.
-    first = next((g for g in order if g in with_tail), order[0])
-    order.remove(first)
-    order.insert(0, first)
-    target = max(1, int(round(fraction * len(events))))
-    chosen, count = [], 0
-    sizes = events[group_column].astype(str).value_counts()
-    tail_left = set(with_tail)
-    for g in order:
-        if count >= target or len(chosen) >= len(groups) - 1:
+    tail_groups = set(groups[tail].tolist())
+    held: list[int] = []
+    for attempt in range(HOLD_OUT_ATTEMPTS):
+        parts = grouped_split(len(events), {split_name: fraction}, seed + attempt, labels=tail.tolist(),
+                              groups=groups.tolist(), what=f"{group_column} groups")
+        held = parts[split_name]
+        held_tail = set(groups[held][tail[held]].tolist())
+        if held_tail and (len(tail_groups) < 2 or tail_groups - held_tail):
             break
-        if g in tail_left and len(tail_left) == 1 and chosen:
-            continue  # keep at least one group with tail events on the training side
-        chosen.append(g)
-        tail_left.discard(g)
-        count += int(sizes[g])
-    mask = events[group_column].astype(str).isin(chosen).to_numpy()
+    mask = np.zeros(len(events), dtype=bool)
+    mask[held] = True
     return events[~mask].reset_index(drop=True), events[mask].reset_index(drop=True)
 
 
@@ -95,13 +98,18 @@ def old_split(
     events: pd.DataFrame, val_fraction: float, tail_label: str, seed: int
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Video-disjoint split: every video on one side only."""
-    return hold_out_videos(events, val_fraction, tail_label, seed, group_column="video_id")
+    return hold_out_videos(events, val_fraction, tail_label, seed, group_column="video_id", split_name="val")
 
 
 def intravideo_split(
     events: pd.DataFrame, val_fraction: float, tail_label: str, seed: int
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Events of one video on both sides; a video with >= 2 tail events has tail events on both sides."""
+    """Events of one video on both sides; a video with >= 2 tail events has tail events on both sides.
+
+    Not :func:`~datamodules.grouped_split.grouped_split`: this split cuts *inside* each group on
+    purpose, and stratified folds over (video, class) cannot promise both sides a tail event of a
+    video that has only two.
+    """
     rng = _rng(seed)
     tail = _is_tail(events, tail_label)
     val_rows: list[int] = []
@@ -160,13 +168,27 @@ def summarize(name: str, train: pd.DataFrame, val: pd.DataFrame, tail_label: str
                         len(t_tail & v_tail))
 
 
+STRATEGIES = ("old", "intravideo", "boosted")
+
+
+def build_split(
+    events: pd.DataFrame, strategy: str, val_fraction: float, tail_label: str, seed: int, boost_share: float = 0.3
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(train, val) of one strategy of the training plan: old, intravideo or boosted."""
+    events = add_event_ids(events)
+    if strategy == "old":
+        return old_split(events, val_fraction, tail_label, seed)
+    if strategy not in STRATEGIES:
+        raise DataError(f"unknown split strategy '{strategy}' (strategies: {', '.join(STRATEGIES)})")
+    train, val = intravideo_split(events, val_fraction, tail_label, seed)
+    if strategy == "boosted":
+        train = boost_tail(train, boost_share, tail_label, seed)
+        val = boost_tail(val, boost_share, tail_label, seed + 1)
+    return train, val
+
+
 def build_all_splits(
     events: pd.DataFrame, val_fraction: float, tail_label: str, seed: int, boost_share: float = 0.3
 ) -> dict[str, tuple[pd.DataFrame, pd.DataFrame]]:
     """The three strategies of the training plan from one events table: old, intravideo, boosted."""
-    events = add_event_ids(events)
-    old = old_split(events, val_fraction, tail_label, seed)
-    intra = intravideo_split(events, val_fraction, tail_label, seed)
-    boosted = (boost_tail(intra[0], boost_share, tail_label, seed), boost_tail(intra[1], boost_share, tail_label,
-                                                                               seed + 1))
-    return {"old": old, "intravideo": intra, "boosted": boosted}
+    return {name: build_split(events, name, val_fraction, tail_label, seed, boost_share) for name in STRATEGIES}

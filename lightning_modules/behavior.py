@@ -2,13 +2,15 @@
 
 Validation and test batches hold every TTA clip of an event (``[B, K, T, 3, H, W]``); the
 tail probabilities of the K clips are aggregated per event (``tta.aggregation``: mean | max |
-vote) before any metric. The tail class is index 1, the positive class of every binary metric.
+vote) before any metric. The class names come from the data's spec (head ``label``), whose tail
+class is index 1, the positive class of every binary metric.
 
 Logged each validation epoch: ``val/tail_recall``, ``val/tail_precision``, ``val/tail_f1`` (also as
 ``val/f1_tail``, the selection metric), ``val/macro_f1``, ``val/roc_auc``, ``val/ece``,
 ``val/prob_clusters``. Test logs the same under ``test/`` and, because the training plan's reports
 use them, under their plain names (``tail_recall`` ...), plus a per-video breakdown
-(``per_video/<video_id>/...``) and ``skipped_events``.
+(``per_video/<video_id>/...``) and ``skipped_events``. Every figure is computed on the events of
+all ranks: metric states are torchmetrics states, and the per-video rows are gathered.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ from typing import Any
 
 import torch
 from torch import nn
-from torchmetrics import MetricCollection
+from torchmetrics import CatMetric, MetricCollection
 from torchmetrics.classification import (
     BinaryAUROC,
     BinaryF1Score,
@@ -31,6 +33,8 @@ from torchmetrics.classification import (
 
 from lightning_modules.base import SuiteModule
 from lightning_modules.calibration import max_prob_ece_metric, probability_clusters, two_class_probs
+from suite.contracts import ContractError, DataSpec, PredictionRow, StepOutput
+from suite.errors import ConfigError
 
 AGGREGATIONS = ("mean", "max", "vote")
 
@@ -46,8 +50,23 @@ def aggregate_tta(clip_probs: torch.Tensor, aggregation: str = "mean", threshold
     raise ValueError(f"tta.aggregation must be one of {AGGREGATIONS}, got '{aggregation}'")
 
 
+def gather_objects(items: list[Any]) -> list[Any]:
+    """``items`` of every rank, in rank order (the list itself when not distributed)."""
+    import torch.distributed as dist
+
+    if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size() < 2:
+        return list(items)
+    parts: list[Any] = [None] * dist.get_world_size()
+    dist.all_gather_object(parts, list(items))
+    return [item for part in parts for item in part]
+
+
 class EventMetrics(nn.Module):
-    """The plan's event-level metrics, all from torchmetrics, plus the probability-clustering count."""
+    """The plan's event-level metrics, all from torchmetrics, plus the probability-clustering count.
+
+    The probabilities and targets are kept in ``CatMetric`` states, so that under DDP the clustering
+    count and the one-class check see every rank's events, as the other metrics do.
+    """
 
     def __init__(self, threshold: float, ece_bins: int):
         super().__init__()
@@ -60,34 +79,43 @@ class EventMetrics(nn.Module):
         })
         self.macro_f1 = MulticlassF1Score(num_classes=2, average="macro")
         self.ece = max_prob_ece_metric(ece_bins)
-        self.probs: list[float] = []
-        self.targets: list[int] = []
+        self.probs = CatMetric()
+        self.targets = CatMetric()
 
     def update(self, p_tail: torch.Tensor, target: torch.Tensor) -> None:
         p_tail, target = p_tail.float(), target.long()
         self.binary.update(p_tail, target)
         self.macro_f1.update((p_tail >= self.threshold).long(), target)
         self.ece.update(two_class_probs(p_tail), target)
-        self.probs += p_tail.tolist()
-        self.targets += target.tolist()
+        self.probs.update(p_tail)
+        self.targets.update(target.float())
+
+    @property
+    def update_called(self) -> bool:
+        return bool(self.probs.update_called)
 
     def compute(self, cluster_decimals: int) -> dict[str, float]:
         out = {k: float(v) for k, v in self.binary.compute().items()}
-        if len(set(self.targets)) < 2:
+        targets = self.targets.compute()
+        if targets.unique().numel() < 2:
             out["roc_auc"] = float("nan")  # undefined with one class (torchmetrics would say 0): not logged
         out["macro_f1"] = float(self.macro_f1.compute())
         out["ece"] = float(self.ece.compute())
-        out["prob_clusters"] = float(probability_clusters(self.probs, decimals=cluster_decimals))
+        out["prob_clusters"] = float(probability_clusters(self.probs.compute().flatten(), decimals=cluster_decimals))
         return out
 
     def reset(self) -> None:
-        self.binary.reset()
-        self.macro_f1.reset()
-        self.ece.reset()
-        self.probs, self.targets = [], []
+        for metric in (self.binary, self.macro_f1, self.ece, self.probs, self.targets):
+            metric.reset()
 
 
 class BehaviorModule(SuiteModule):
+    step_outputs = {
+        "train": ("loss", "pred_mean", "target_mean"),
+        "val": ("loss", "preds", "target", "prob"),
+        "test": ("loss", "preds", "target", "prob", "rows"),
+    }
+
     def __init__(
         self,
         net: nn.Module,
@@ -102,35 +130,58 @@ class BehaviorModule(SuiteModule):
         pretrained: bool = False,
         weights: str | None = None,
     ):
+        """``class_names`` is accepted from configs of earlier runs and not used: the names come from
+        the data's spec. ``tta.clips_per_event`` (former key) must agree with ``data.clips_per_event``."""
         super().__init__(optimizer=optimizer, scheduler=scheduler, pretrained=pretrained, weights=weights)
         # Plain containers: checkpoints are loaded with weights_only=True, which refuses OmegaConf objects.
         tta = {str(k): v for k, v in dict(tta or {}).items()}
-        class_names = [str(c) for c in (class_names or ["normal", "tail"])]
-        self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler"])
+        self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler", "class_names"])
         self.aggregation = str(tta.get("aggregation", "mean"))
         if self.aggregation not in AGGREGATIONS:
-            raise ValueError(f"model.tta.aggregation must be one of {AGGREGATIONS}, got '{self.aggregation}'")
+            raise ConfigError(f"model.tta.aggregation must be one of {AGGREGATIONS}, got '{self.aggregation}'")
+        self.tta_clips = tta.get("clips_per_event")
         self.net = net
         self.loss_fn = loss
         self.threshold = threshold
         self.cluster_decimals = cluster_decimals
-        self.class_names = class_names
+        self.class_names = ["normal", "tail"]
         self.val_metrics = EventMetrics(threshold, ece_bins)
         self.test_metrics = EventMetrics(threshold, ece_bins)
-        self.test_rows: list[dict[str, Any]] = []
+        self._test_events: list[tuple[str, str, int, float]] = []
 
+    # -- contract --------------------------------------------------------------------------------------------
+    def configure(self, spec: DataSpec) -> None:
+        head = spec.head("label")
+        if head.num_classes != 2 or head.positive != 1:
+            raise ContractError(f"the behavior module needs two classes with the tail class at index 1, the data "
+                                f"gives {list(head.classes)} (positive index {head.positive})")
+        clips = spec.extras.get("clips_per_event")
+        if self.tta_clips is not None and clips is not None and int(self.tta_clips) != int(clips):
+            raise ConfigError(f"model.tta.clips_per_event={self.tta_clips} differs from data.clips_per_event={clips}: "
+                              "the data decodes the TTA clips, so set data.clips_per_event "
+                              "(model.tta.clips_per_event is deprecated)")
+        super().configure(spec)
+        self.class_names = list(head.classes)
+
+    def logged_metrics(self) -> set[str]:
+        # val/roc_auc is left out: it is not logged when the validation events have one class
+        names = ("loss", "tail_recall", "tail_precision", "tail_f1", "f1_tail", "macro_f1", "ece", "prob_clusters")
+        return {f"val/{name}" for name in names}
+
+    # -- steps -----------------------------------------------------------------------------------------------
     def forward(self, clips: torch.Tensor) -> torch.Tensor:
         return self.net(clips)
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         logits = self(batch["video"])
         target = batch["label"].long()
         loss = self.loss_fn(logits, target)
         p_tail = torch.softmax(logits.detach().float(), dim=1)[:, 1]
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(target))
-        return {"loss": loss, "pred_mean": p_tail.mean(), "target_mean": target.float().mean()}
+        return StepOutput(loss=loss, pred_mean=p_tail.mean(), target_mean=target.float().mean()).for_training()
 
-    def _event_step(self, batch: dict[str, Any], stage: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    def _event_step(self, batch: dict[str, Any], stage: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,
+                                                                       torch.Tensor]:
         video = batch["video"]  # [B, K, T, 3, H, W]
         b, k = video.shape[:2]
         logits = self(video.flatten(0, 1))
@@ -139,42 +190,39 @@ class BehaviorModule(SuiteModule):
         clip_probs = torch.softmax(logits.float(), dim=1)[:, 1].view(b, k)
         p_tail = aggregate_tta(clip_probs, self.aggregation, self.threshold)
         self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=b, sync_dist=True)
-        return clip_probs, p_tail, target
+        return loss, clip_probs, p_tail, target
 
-    def setup(self, stage: str) -> None:
-        # The DataModule orders the names so that the tail class is index 1; follow it, not the config order.
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        if datamodule is not None and getattr(datamodule, "class_names", None):
-            self.class_names = list(datamodule.class_names)
-
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
-        _, p_tail, target = self._event_step(batch, "val")
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> StepOutput:
+        loss, _, p_tail, target = self._event_step(batch, "val")
         self.val_metrics.update(p_tail, target)
-        return {"preds": (p_tail >= self.threshold).long(), "target": target, "prob": p_tail}
+        return StepOutput(loss=loss, preds=(p_tail >= self.threshold).long(), target=target, prob=p_tail)
 
     def on_validation_epoch_end(self) -> None:
+        if not self.val_metrics.update_called:
+            return
         values = self.val_metrics.compute(self.cluster_decimals)
         self.val_metrics.reset()
-        values["f1_tail"] = values["tail_f1"]
-        self.log_dict({f"val/{k}": v for k, v in values.items() if not math.isnan(v) and k != "f1_tail"})
-        self.log("val/f1_tail", values["f1_tail"], prog_bar=True)
+        self.log_dict({f"val/{k}": v for k, v in values.items() if not math.isnan(v)})
+        self.log("val/f1_tail", values["tail_f1"], prog_bar=True)
 
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
-        clip_probs, p_tail, target = self._event_step(batch, "test")
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> StepOutput:
+        loss, clip_probs, p_tail, target = self._event_step(batch, "test")
         self.test_metrics.update(p_tail, target)
+        preds = (p_tail >= self.threshold).long()
         rows = []
         for i in range(len(target)):
-            label, pred = int(target[i]), int(p_tail[i] >= self.threshold)
-            row = {"event_id": batch["event_id"][i], "video_id": batch["video_id"][i], "label": label,
-                   "label_name": self.class_names[label]}
-            row.update({f"p_clip{j}": round(float(p), 6) for j, p in enumerate(clip_probs[i])})
-            row.update({"prob_tail": round(float(p_tail[i]), 6), "pred": pred, "pred_name": self.class_names[pred]})
-            rows.append(row)
-        self.test_rows += rows
-        return {"rows": rows}
+            label, pred, p = int(target[i]), int(preds[i]), float(p_tail[i])
+            event_id, video_id = str(batch["event_id"][i]), str(batch["video_id"][i])
+            extras: dict[str, Any] = {"video_id": video_id, "prob_tail": round(p, 6)}
+            extras.update({f"p_clip{j}": round(float(c), 6) for j, c in enumerate(clip_probs[i])})
+            rows.append(PredictionRow(item_id=event_id, group=video_id, label=self.class_names[label],
+                                      pred=self.class_names[pred],
+                                      scores={self.class_names[0]: 1.0 - p, self.class_names[1]: p}, extras=extras))
+            self._test_events.append((event_id, video_id, label, p))
+        return StepOutput(loss=loss, preds=preds, target=target, prob=p_tail, rows=rows)
 
     def on_test_epoch_start(self) -> None:
-        self.test_rows = []
+        self._test_events = []
         self.test_metrics.reset()
 
     def on_test_epoch_end(self) -> None:
@@ -182,10 +230,13 @@ class BehaviorModule(SuiteModule):
         self.test_metrics.reset()
         logged = {f"test/{k}": v for k, v in values.items()}
         logged.update(values)  # plain names too, as the plan's metrics.json has them
-        logged.update(per_video_breakdown(self.test_rows, self.threshold))
-        logged["test/videos"] = float(len({r["video_id"] for r in self.test_rows}))
-        datamodule = getattr(self.trainer, "datamodule", None)
-        logged["skipped_events"] = float(len(getattr(datamodule, "skipped", []) or []))
+        # Every rank's events, once each: DistributedSampler repeats a few to even out the ranks.
+        events = {event_id: (video, label, p) for event_id, video, label, p in gather_objects(self._test_events)}
+        rows = [{"video_id": video, "label": label, "prob_tail": p} for video, label, p in events.values()]
+        logged.update(per_video_breakdown(rows, self.threshold))
+        logged["test/videos"] = float(len({r["video_id"] for r in rows}))
+        extras = self.spec.extras if self.spec is not None else {}
+        logged["skipped_events"] = float(extras.get("skipped_events", 0))
         self.log_dict({k: v for k, v in logged.items() if not math.isnan(v)})
 
 
@@ -196,8 +247,8 @@ def per_video_breakdown(rows: list[dict[str, Any]], threshold: float) -> dict[st
         by_video[str(row["video_id"])].append(row)
     out: dict[str, float] = {}
     for video, items in sorted(by_video.items()):
-        probs = torch.tensor([r["prob_tail"] for r in items])
-        labels = torch.tensor([r["label"] for r in items])
+        probs = torch.tensor([float(r["prob_tail"]) for r in items])
+        labels = torch.tensor([int(r["label"]) for r in items])
         preds = (probs >= threshold).long()
         key = f"per_video/{video}"
         out[f"{key}/events"] = float(len(items))

@@ -9,11 +9,11 @@ With ``confound=True`` the training pool's tail events all happen in ``tail_came
 camera's look predicts the label, which is the failure the training plan diagnosed. Test cameras
 are never in the training pool and carry tail events at the base rate.
 
-Layout written (what a user brings, plus the three split pairs ``tools.make_splits`` would write):
+Layout written (the behavior task's user layout, a ``data.root``; the DataModule builds train/val
+from ``events.csv`` with the split strategy of the experiment):
     videos/cam<c>_v<v>.mp4
     events.csv            training-pool events: video_path,video_id,start_s,end_s,label,camera,event_id
     test.csv              events of the held-out cameras
-    train_<split>.csv, val_<split>.csv   for split in old, intravideo, boosted
 """
 
 from __future__ import annotations
@@ -26,7 +26,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from datamodules.splits import build_all_splits
+from datamodules.synthetic.common import SyntheticDataset
 from datamodules.video import write_mp4
 
 NORMAL_BEHAVIOURS = ("walk", "pair", "bob")
@@ -95,62 +95,48 @@ def _assign_labels(
     return {(c, v): [(c, v, e) in chosen for e in range(n_events)] for c in cameras for v in range(n_videos)}
 
 
-def generate(out_dir: Path, params: dict[str, Any]) -> None:
-    rng = np.random.default_rng(params["seed"])
-    size, fps = params["size"], params["fps"]
-    frames_per_event = int(round(params["event_s"] * fps))
-    n_cams, n_test = params["cameras"], params["test_cameras"]
-    looks = [_camera_look(rng, size) for _ in range(n_cams + n_test)]
-    train_cams = list(range(n_cams))
-    test_cams = list(range(n_cams, n_cams + n_test))
-    tail_cams = set(int(c) for c in rng.choice(train_cams, size=min(params["tail_cameras"], n_cams), replace=False))
-    labels = _assign_labels(train_cams, tail_cams, params["videos_per_camera"], params["events_per_video"],
-                            params["tail_share"], params["confound"], rng)
-    labels.update(_assign_labels(test_cams, set(test_cams), params["videos_per_camera"], params["events_per_video"],
-                                 params["tail_share"], False, rng))
-    (out_dir / "videos").mkdir(parents=True, exist_ok=True)
+def write(
+    folder: Path, seed: int, cameras: int, test_cameras: int, tail_cameras: int, videos_per_camera: int,
+    events_per_video: int, event_s: float, fps: int, size: int, tail_share: float, confound: bool,
+) -> None:
+    """``cameras`` training-pool cameras and ``test_cameras`` held-out ones, ``videos_per_camera`` videos
+    each of ``events_per_video`` back-to-back events of ``event_s`` seconds, ``size`` px at ``fps``."""
+    rng = np.random.default_rng(seed)
+    frames_per_event = int(round(event_s * fps))
+    looks = [_camera_look(rng, size) for _ in range(cameras + test_cameras)]
+    train_cams = list(range(cameras))
+    test_cams = list(range(cameras, cameras + test_cameras))
+    tail_cams = set(int(c) for c in rng.choice(train_cams, size=min(tail_cameras, cameras), replace=False))
+    labels = _assign_labels(train_cams, tail_cams, videos_per_camera, events_per_video, tail_share, confound, rng)
+    labels.update(_assign_labels(test_cams, set(test_cams), videos_per_camera, events_per_video, tail_share, False,
+                                 rng))
+    (folder / "videos").mkdir(parents=True, exist_ok=True)
     rows = []
     for cam in train_cams + test_cams:
-        for v in range(params["videos_per_camera"]):
+        for v in range(videos_per_camera):
             name = f"cam{cam}_v{v}"
             frames: list[np.ndarray] = []
             for e, is_tail in enumerate(labels[(cam, v)]):
                 behaviour = "tail" if is_tail else NORMAL_BEHAVIOURS[int(rng.integers(len(NORMAL_BEHAVIOURS)))]
                 frames += _render_event(behaviour, looks[cam], frames_per_event, size, rng)
-                start = e * params["event_s"]
+                start = e * event_s
                 rows.append({
                     "video_path": f"videos/{name}.mp4", "video_id": name, "start_s": round(start, 3),
-                    "end_s": round(start + params["event_s"], 3), "label": "tail" if is_tail else "normal",
+                    "end_s": round(start + event_s, 3), "label": "tail" if is_tail else "normal",
                     "camera": f"cam{cam}", "event_id": f"{name}_e{e}",
                 })
-            write_mp4(out_dir / "videos" / f"{name}.mp4", frames, fps, crf=20, preset="ultrafast")
+            write_mp4(folder / "videos" / f"{name}.mp4", frames, fps, crf=20, preset="ultrafast")
     events = pd.DataFrame(rows)
     is_test = events["camera"].isin([f"cam{c}" for c in test_cams])
-    pool, test = events[~is_test].reset_index(drop=True), events[is_test].reset_index(drop=True)
-    pool.to_csv(out_dir / "events.csv", index=False)
-    test.to_csv(out_dir / "test.csv", index=False)
-    for name, (train, val) in build_all_splits(pool, params["val_fraction"], "tail", params["seed"],
-                                               params["boost_share"]).items():
-        train.to_csv(out_dir / f"train_{name}.csv", index=False)
-        val.to_csv(out_dir / f"val_{name}.csv", index=False)
+    events[~is_test].to_csv(folder / "events.csv", index=False)
+    events[is_test].to_csv(folder / "test.csv", index=False)
 
 
-DEFAULTS: dict[str, Any] = {
-    "cameras": 6, "test_cameras": 2, "tail_cameras": 2, "videos_per_camera": 2, "events_per_video": 6,
-    "event_s": 2.0, "fps": 8, "size": 48, "tail_share": 0.15, "confound": True, "val_fraction": 0.25,
-    "boost_share": 0.3, "seed": 0,
-}
-
-
-def ensure_behavior_dataset(base_dir: str | Path, **overrides: Any) -> Path:
-    """Generate (once, cached by parameters) and return the synthetic dataset's folder."""
-    from datamodules.synthetic.common import ensure_generated, params_key
-
-    unknown = set(overrides) - set(DEFAULTS)
-    if unknown:
-        from suite.errors import ConfigError
-
-        raise ConfigError(f"data.synthetic: unknown key(s) {sorted(unknown)}; known: {sorted(DEFAULTS)}")
-    params = {**DEFAULTS, **overrides, "version": 2}
-    out = Path(base_dir) / f"behavior-{params_key(params)}"
-    return ensure_generated(out, params, lambda tmp: generate(tmp, params))
+GENERATOR = SyntheticDataset(
+    "behavior", write,
+    defaults={"cameras": 6, "test_cameras": 2, "tail_cameras": 2, "videos_per_camera": 2, "events_per_video": 6,
+              "event_s": 2.0, "fps": 8, "size": 48, "tail_share": 0.15, "confound": True},
+    version=3,
+    description="pen cameras with distinct looks, videos of 2 s events with a rare tail behaviour (confounded "
+                "with the camera by default): videos/*.mp4, events.csv (training pool), test.csv (held-out cameras)",
+)
