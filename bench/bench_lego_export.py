@@ -30,11 +30,11 @@ def main() -> None:
 
     import export
     from datamodules.lego import LegoDataModule
-    from datamodules.synthetic import lego as synthetic
+    from datamodules.synthetic.lego import GENERATOR
     from lightning_modules.nets.lego import LegoClassifier
 
     with tempfile.TemporaryDirectory() as tmp:
-        root = synthetic.generate(Path(tmp) / "lego", size=96, seed=0, real_captures=4)
+        root = GENERATOR.ensure(Path(tmp) / "lego", 0, size=96, real_captures=4)
         dm = LegoDataModule(root=str(root), image_size=args.size)
         dm.setup()
         images, _ = export.stacked_images(dm, "train", args.images)

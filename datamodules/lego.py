@@ -2,23 +2,24 @@
 
 The manifest has one row per image: path, part id, colour id, source and (optionally) a group
 column. Column names are configurable (``columns``) and raw source values are mapped onto the
-seed's three sources ``legacy``/``b200c``/``real`` (``source_map``), so a labels file such as
-``/work/shared/data/lego/labels.csv`` (``part_num``, ``color_id_rebrickable``, ``subset``,
-``group_id``) is read without conversion. Either label may be unknown (empty, or one of
-``unknown_values`` such as 9999): it is then stored as -1 and masked from its loss and metric.
+seed's three sources ``legacy``/``b200c``/``real`` (``source_map``), so a labels file such as the
+shared real data's ``labels.csv`` (``part_num``, ``color_id_rebrickable``, ``subset``, ``group_id``)
+is read without conversion. Either label may be unknown (empty, or one of ``unknown_values`` such as
+9999): it is then stored as -1 and masked from its loss and metric.
 
-Split (seed 1.5): rows of the ``eval_sources`` (real captures) are split 70/15/15 by group, per
-label stratum, with a seeded shuffle; every other source goes 100 % to training. Validation and
-test therefore hold real captures only, and near-duplicates (one ``group_id``) never straddle
-a split. Training draws from a :class:`SourceMixSampler`: per-source weights (real 3.0) or the
-seed's curriculum of source proportions per epoch.
+Split (seed 1.5): rows of the ``eval_sources`` (real captures) are split about 70/15/15 by
+:func:`datamodules.grouped_split.grouped_split`: groups are the manifest's group column,
+stratified by part (by colour where the part is unknown), seeded. Every other source goes 100 % to
+training. Validation and test therefore hold real captures only, and near-duplicates (one
+``group_id``) never straddle a split. Training draws from a :class:`SourceMixSampler`: per-source
+weights (real 3.0) or the seed's curriculum of source proportions per epoch.
 """
 
 from __future__ import annotations
 
 import csv
 import os
-from collections import Counter, defaultdict
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -31,18 +32,22 @@ from albumentations.pytorch import ToTensorV2
 from torch.utils.data import Dataset, Sampler
 
 from datamodules.augment import seeded_call
-from datamodules.base import SuiteDataModule, existing_folder
+from datamodules.base import SuiteDataModule
+from datamodules.grouped_split import grouped_split
 from datamodules.images import read_image
-from datamodules.synthetic import lego as synthetic
+from datamodules.synthetic.common import SyntheticDataset
+from datamodules.synthetic.lego import GENERATOR
+from suite.contracts import Head, InputSpec
 from suite.errors import ConfigError, DataError
 from suite.paths import confined_path
 
 SOURCES = ("legacy", "b200c", "real")
 DEFAULT_COLUMNS = {"path": "path", "part": "part_id", "color": "color_id", "source": "source", "group": "group_id"}
 AUGMENT_PRESETS = ("strong", "light", "none")
-# The network normalises (ImageNet mean/std) inside forward, so the exported graph takes plain
-# 0-255 RGB and cannot disagree with training about normalisation.
+# The network normalises (ImageNet mean/std of suite.backbones) inside forward, so the exported
+# graph takes plain 0-255 RGB and cannot disagree with training about normalisation.
 SEED_INPUT_SIZE = 224
+UNKNOWN_INDEX = -1
 
 
 # -- transforms ----------------------------------------------------------------------------
@@ -224,38 +229,21 @@ def read_target_parts(path: Path) -> list[str]:
     return list(dict.fromkeys(parts))
 
 
-def group_split(
-    rows: list[dict[str, Any]], fractions: Sequence[float], seed: int
-) -> dict[str, list[dict[str, Any]]]:
-    """Split rows into train/val/test by group, stratified by the group's label, with a seeded shuffle.
+def split_label(row: Mapping[str, Any]) -> str:
+    """The stratum of a row for the split: its part, or its colour when the part is unknown (colour-only
+    captures then still reach validation and test)."""
+    return f"part:{row['part']}" if row["part"] is not None else f"color:{row['color']}"
 
-    Written here because the split must be by group *and* per class with at least one group of a
-    class in validation and test when it has three or more groups (sklearn is not a dependency).
-    """
-    groups: dict[str, list[dict[str, Any]]] = defaultdict(list)
-    for i, row in enumerate(rows):
-        groups[row["group"] or f"__row{i}"].append(row)
-    strata: dict[str, list[str]] = defaultdict(list)
-    for key, members in groups.items():
-        labels = Counter(f"part:{r['part']}" if r["part"] is not None else f"color:{r['color']}" for r in members)
-        strata[labels.most_common(1)[0][0]].append(key)
-    rng = np.random.default_rng(seed)
-    out: dict[str, list[dict[str, Any]]] = {"train": [], "val": [], "test": []}
-    _, f_val, f_test = fractions
-    for stratum in sorted(strata):
-        keys = sorted(strata[stratum])
-        rng.shuffle(keys)
-        n = len(keys)
-        n_val = max(1, round(n * f_val)) if n >= 3 else 0
-        n_test = max(1, round(n * f_test)) if n >= 2 else 0
-        n_test = min(n_test, n - 1 - n_val) if n >= 2 else 0
-        for k in keys[:n_test]:
-            out["test"] += groups[k]
-        for k in keys[n_test:n_test + n_val]:
-            out["val"] += groups[k]
-        for k in keys[n_test + n_val:]:
-            out["train"] += groups[k]
-    return out
+
+def split_rows(
+    rows: list[dict[str, Any]], val_fraction: float, test_fraction: float, seed: int
+) -> dict[str, list[dict[str, Any]]]:
+    """Rows into train/val/test by group (the manifest's group column; a row without one is its own
+    group), stratified by :func:`split_label`, with :func:`~datamodules.grouped_split.grouped_split`."""
+    groups = [row["group"] or f"row:{row['name']}" for row in rows]
+    parts = grouped_split(len(rows), {"val": val_fraction, "test": test_fraction}, seed,
+                          labels=[split_label(r) for r in rows], groups=groups, what="rows")
+    return {name: [rows[i] for i in indices] for name, indices in parts.items()}
 
 
 # -- dataset -------------------------------------------------------------------------------
@@ -276,11 +264,14 @@ class LegoDataset(Dataset):
             "color": torch.tensor(item["color_idx"], dtype=torch.long),
             "source": item["source"],
             "subset": item["subset"],
+            "group": item["group"],
             "name": item["name"],
         }
 
 
 class LegoDataModule(SuiteDataModule):
+    task = "lego"
+
     def __init__(
         self,
         root: str | None = None,
@@ -310,8 +301,8 @@ class LegoDataModule(SuiteDataModule):
         num_workers: int = 0,
         pin_memory: bool = False,
     ):
-        super().__init__(batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory)
-        self.root = root
+        super().__init__(root=root, synthetic_dir=synthetic_dir, dev_samples=dev_samples, seed=seed,
+                         batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory)
         self.manifest = manifest
         self.target_parts = target_parts
         self.target_parts_required = target_parts_required
@@ -323,9 +314,10 @@ class LegoDataModule(SuiteDataModule):
         if not self.tasks or any(t not in ("part", "color") for t in self.tasks):
             raise ConfigError(f"data.tasks must be a non-empty subset of [part, color], got {self.tasks}")
         self.split_fractions = list(split_fractions or [0.7, 0.15, 0.15])
-        if len(self.split_fractions) != 3 or any(f < 0 for f in self.split_fractions) or \
+        if len(self.split_fractions) != 3 or any(f <= 0 for f in self.split_fractions) or \
                 abs(sum(self.split_fractions) - 1) > 1e-6:
-            raise ConfigError(f"data.split_fractions must be 3 fractions summing to 1, got {self.split_fractions}")
+            raise ConfigError(f"data.split_fractions must be 3 fractions > 0 summing to 1 (train, val, test), "
+                              f"got {self.split_fractions}")
         self.eval_sources = list(eval_sources or ["real"])
         if sampling not in ("weighted", "curriculum", "uniform"):
             raise ConfigError(f"data.sampling must be weighted, curriculum or uniform, got '{sampling}'")
@@ -338,18 +330,13 @@ class LegoDataModule(SuiteDataModule):
         self.sampling = sampling
         self.source_weights = dict(source_weights or {})
         self.curriculum = [dict(s) for s in curriculum] if curriculum else None
-        self.synthetic_dir = synthetic_dir
         self.synthetic_size, self.synthetic_real_captures = synthetic_size, synthetic_real_captures
-        self.dev_samples = dev_samples
-        self.seed = seed
         self.eval_batch_size = eval_batch_size
-        self.splits: dict[str, list[dict[str, Any]]] = {}
         self.part_names: list[str] = []
         self.color_names: list[str] = []
         self.subsets: list[str] = []
         self.train_sampler: SourceMixSampler | None = None
 
-    # -- location ----------------------------------------------------------------------------
     @property
     def image_size(self) -> int:
         """The configured size; unset: the synthetic images' size, or the seed's 224 for user data."""
@@ -357,19 +344,9 @@ class LegoDataModule(SuiteDataModule):
             return int(self.image_size_cfg)
         return self.synthetic_size if not self.root else SEED_INPUT_SIZE
 
-    def data_root(self) -> Path:
-        if self.root:
-            return existing_folder(self.root)
-        return synthetic.default_dir(self.synthetic_dir, self.synthetic_size, self.seed, self.synthetic_real_captures)
-
     def manifest_path(self) -> Path:
         path = Path(os.path.expanduser(self.manifest))
         return path if path.is_absolute() else self.data_root() / path
-
-    def prepare_data(self) -> None:
-        if not self.root:
-            synthetic.generate(self.data_root(), self.synthetic_size, self.seed,
-                               real_captures=self.synthetic_real_captures)
 
     # -- reading -----------------------------------------------------------------------------
     def _filter_targets(self, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str] | None]:
@@ -412,13 +389,15 @@ class LegoDataModule(SuiteDataModule):
         part_idx = {p: i for i, p in enumerate(self.part_names)}
         color_idx = {c: i for i, c in enumerate(self.color_names)}
         for r in rows:
-            r["part_idx"] = part_idx[r["part"]] if r["part"] is not None else -1
-            r["color_idx"] = color_idx[r["color"]] if r["color"] is not None else -1
+            r["part_idx"] = part_idx[r["part"]] if r["part"] is not None else UNKNOWN_INDEX
+            r["color_idx"] = color_idx[r["color"]] if r["color"] is not None else UNKNOWN_INDEX
         return rows
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.splits:
-            return
+    # -- contract hooks ------------------------------------------------------------------------
+    def synthetic(self) -> tuple[SyntheticDataset, dict[str, Any]]:
+        return GENERATOR, {"size": self.synthetic_size, "real_captures": self.synthetic_real_captures}
+
+    def build_splits(self, root: Path) -> dict[str, list[dict[str, Any]]]:
         rows = self._read()
         evaluated = [r for r in rows if r["source"] in self.eval_sources]
         if not evaluated:
@@ -426,40 +405,49 @@ class LegoDataModule(SuiteDataModule):
                 f"{self.manifest_path()}: no rows of the evaluation sources {self.eval_sources} "
                 "(validation and test use real captures only)"
             )
-        splits = group_split(evaluated, self.split_fractions, self.seed)
+        _, val_fraction, test_fraction = self.split_fractions
+        splits = split_rows(evaluated, val_fraction, test_fraction, self.seed)
         splits["train"] += [r for r in rows if r["source"] not in self.eval_sources]
-        order = np.random.default_rng(self.seed).permutation(len(splits["train"]))
-        splits["train"] = [splits["train"][i] for i in order]
-        if self.dev_samples:
-            splits["train"] = splits["train"][: self.dev_samples]
-        for name, items in splits.items():
-            if not items:
-                raise DataError(f"the {name} split is empty: {self.manifest_path()} needs more groups of "
-                                f"{self.eval_sources} rows (at least 3 per part or colour)")
-        self.splits = splits
+        # Shuffled once, seeded: the sampler draws by source anyway, and data.dev_samples keeps the
+        # first items of each split, which must then be a mix of parts, colours and sources.
+        rng = np.random.default_rng(self.seed)
+        splits = {name: [items[i] for i in rng.permutation(len(items))] for name, items in splits.items()}
         self.subsets = sorted({r["subset"] for r in rows})
+        return splits
 
-    # -- outputs -----------------------------------------------------------------------------
-    def label_map(self) -> dict[str, Any]:
-        self.setup()
-        return {
-            "part": {name: i for i, name in enumerate(self.part_names)},
-            "color": {name: i for i, name in enumerate(self.color_names)},
-            "unknown_label_index": -1,
-            "sources": list(SOURCES),
-            "subsets": self.subsets,
-            "image_size": self.image_size,
-        }
+    def item_id(self, item: dict[str, Any]) -> str:
+        return str(item["name"])
+
+    def group_id(self, item: dict[str, Any]) -> str | None:
+        return item["group"] or None
+
+    def heads(self) -> tuple[Head, ...]:
+        names = {"part": self.part_names, "color": self.color_names}
+        # a head without a known label in the data cannot be trained: it is left out of the spec
+        return tuple(Head(task, tuple(names[task])) for task in ("part", "color")
+                     if task in self.tasks and names[task])
+
+    def input_spec(self) -> InputSpec:
+        # RGB 0-255: the network normalises inside (see SEED_INPUT_SIZE's comment), nothing before it
+        return InputSpec("image", (3, self.image_size, self.image_size))
+
+    def spec_extras(self) -> dict[str, Any]:
+        return {"unknown_label_index": UNKNOWN_INDEX, "sources": list(SOURCES), "subsets": list(self.subsets),
+                "image_size": self.image_size, "value_range": [0, 255],
+                "normalization": "inside the network (ImageNet mean/std)"}
 
     def split_counts(self) -> dict[str, dict[str, int]]:
+        self.setup()
+        assert self.splits is not None
         return {name: dict(Counter(r["subset"] for r in items)) for name, items in self.splits.items()}
 
     # -- loaders -----------------------------------------------------------------------------
     def dataset(self, split: str, augment: bool | None = None) -> LegoDataset:
-        self.setup()
+        """The split's images; training augments unless ``augment`` says otherwise (export calibrates on
+        un-augmented training images)."""
         train = split == "train" if augment is None else augment
         transform = build_transform(self.image_size, self.augment if train else "none", self.grayscale_p)
-        return LegoDataset(self.splits[split], transform)
+        return LegoDataset(self.split(split), transform)
 
     def train_dataloader(self):
         train = self.dataset("train")
@@ -467,7 +455,7 @@ class LegoDataModule(SuiteDataModule):
             self.train_sampler = None
             return self.make_loader(train, shuffle=True, drop_last=len(train) > self.batch_size)
         self.train_sampler = SourceMixSampler(
-            [r["source"] for r in self.splits["train"]], len(train),
+            [r["source"] for r in train.items], len(train),
             source_weights=self.source_weights, curriculum=self.curriculum if self.sampling == "curriculum" else None,
             seed=self.seed,
         )

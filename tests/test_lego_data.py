@@ -1,4 +1,4 @@
-"""LEGO data: manifest reading, column/source mapping, unknown labels, the group split, pipelines."""
+"""LEGO data: manifest reading, column/source mapping, unknown labels, the group split, the spec, pipelines."""
 
 from __future__ import annotations
 
@@ -12,13 +12,14 @@ import numpy as np
 import pytest
 
 from datamodules.lego import AUGMENT_PRESETS, LegoDataModule, build_transform
+from datamodules.synthetic import generator
 from datamodules.synthetic import lego as synthetic
 from suite.errors import ConfigError, DataError
 
 
 @pytest.fixture(scope="module")
 def synthetic_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return synthetic.generate(tmp_path_factory.mktemp("lego") / "syn", size=32, seed=3, real_captures=7)
+    return synthetic.GENERATOR.ensure(tmp_path_factory.mktemp("lego") / "syn", 3, size=32, real_captures=7)
 
 
 def _groups(rows: list[dict]) -> set[str]:
@@ -84,7 +85,8 @@ REAL_MAP = {"parts_real": "real", "colors_real": "real", "red_parts_render": "le
 
 
 def test_configurable_columns_subset_map_and_partial_labels(tmp_path: Path) -> None:
-    _write_real_like(tmp_path)
+    # 14 groups per part or colour: each stratum can reach a validation fold of 1/7 and a test fold of 1/6
+    _write_real_like(tmp_path, n_groups=14)
     dm = LegoDataModule(root=str(tmp_path), manifest="labels.csv", columns=REAL_COLUMNS, source_map=REAL_MAP,
                         image_size=16, seed=0)
     dm.setup()
@@ -121,10 +123,77 @@ def test_manifest_errors_name_the_culprit(tmp_path: Path) -> None:
         LegoDataModule(sampling="curriculum", curriculum=None)
 
 
-def test_dev_samples_limits_training_items(synthetic_root: Path) -> None:
+def test_dev_samples_limits_every_split(synthetic_root: Path) -> None:
+    full = LegoDataModule(root=str(synthetic_root))
+    full.setup()
     dm = LegoDataModule(root=str(synthetic_root), dev_samples=10)
     dm.setup()
-    assert len(dm.splits["train"]) == 10 and len(dm.splits["val"]) > 0
+    assert sum(len(items) for items in dm.splits.values()) == 10 and all(dm.splits.values())
+    assert len(dm.splits["train"]) > len(dm.splits["test"])  # shared in proportion to the full splits
+    assert "data.dev_samples=10" in dm.manifests_used()[-1][0]
+    for name, items in dm.splits.items():  # the first items of the full (shuffled) splits
+        assert [r["name"] for r in items] == [r["name"] for r in full.splits[name][: len(items)]]
+
+
+def test_spec_heads_input_and_extras(synthetic_root: Path) -> None:
+    dm = LegoDataModule(root=str(synthetic_root), image_size=24, seed=0)
+    spec = dm.spec()
+    assert spec.task == "lego" and [h.name for h in spec.heads] == ["part", "color"]
+    assert spec.head("part").classes == tuple(synthetic.PARTS)
+    assert spec.head("color").classes == tuple(str(c) for c in synthetic.COLORS)  # numeric order: 0 1 2 4 14
+    assert spec.input.kind == "image" and spec.input.shape == (3, 24, 24)
+    assert spec.input.mean is None and spec.input.std is None  # 0-255 in, the network normalises
+    assert spec.extras["subsets"] == ["b200c", "legacy", "real"] and spec.extras["image_size"] == 24
+    assert spec.split_sizes == {name: len(items) for name, items in dm.splits.items()}
+    label_map = spec.label_map()
+    assert label_map["color"]["14"] == 4 and label_map["unknown_label_index"] == -1
+    assert [path for path, _ in spec.sources] == [str(synthetic_root / "manifest.csv"),
+                                                  str(synthetic_root / "target_parts.txt")]
+    # option B: the spec has only the head the data trains, so the module builds only that one
+    assert [h.name for h in LegoDataModule(root=str(synthetic_root), tasks=["color"]).spec().heads] == ["color"]
+    assert [h.name for h in LegoDataModule(root=str(synthetic_root), tasks=["part"]).spec().heads] == ["part"]
+
+
+def test_split_ids_are_disjoint_and_groups_never_straddle(synthetic_root: Path) -> None:
+    dm = LegoDataModule(root=str(synthetic_root), seed=4)
+    ids = dm.split_ids()
+    assert set(ids) == {"train", "val", "test", "groups"}
+    items = {name: set(ids[name]) for name in ("train", "val", "test")}
+    assert not items["train"] & items["val"] and not items["train"] & items["test"] and not items["val"] & items["test"]
+    groups = {name: set(g) for name, g in ids["groups"].items()}
+    assert not groups["train"] & groups["val"] and not groups["train"] & groups["test"]
+    assert not groups["val"] & groups["test"]
+    assert all(g.startswith("capture") for g in groups["val"] | groups["test"])  # real captures only
+    # the same seed gives the same split, another seed another one
+    assert LegoDataModule(root=str(synthetic_root), seed=4).split_ids() == ids
+    assert LegoDataModule(root=str(synthetic_root), seed=5).split_ids()["test"] != ids["test"]
+
+
+def test_rows_without_a_group_are_their_own_group(tmp_path: Path) -> None:
+    _write_real_like(tmp_path, n_groups=6)
+    dm = LegoDataModule(root=str(tmp_path), manifest="labels.csv", columns={**REAL_COLUMNS, "group": None},
+                        source_map=REAL_MAP, seed=0)
+    ids = dm.split_ids()
+    assert "groups" not in ids  # no group column: splits.json lists items only
+    assert all(dm.splits.values()) and sum(map(len, dm.splits.values())) == 5 * 6 * 2
+
+
+def test_too_few_groups_to_split_is_a_data_error(tmp_path: Path) -> None:
+    _write_real_like(tmp_path, n_groups=1)
+    dm = LegoDataModule(root=str(tmp_path), manifest="labels.csv", columns={**REAL_COLUMNS},
+                        source_map={**REAL_MAP, "colors_real": "legacy"}, seed=0)
+    with pytest.raises(DataError, match="need at least 3 groups"):
+        dm.setup()
+
+
+def test_the_generator_is_registered_and_keyed_by_its_parameters(tmp_path: Path) -> None:
+    assert generator("lego") is synthetic.GENERATOR
+    dm = LegoDataModule(synthetic_dir=str(tmp_path), synthetic_size=32, synthetic_real_captures=3, seed=2)
+    other = LegoDataModule(synthetic_dir=str(tmp_path), synthetic_size=32, synthetic_real_captures=4, seed=2)
+    assert dm.data_root() != other.data_root() and dm.data_root().parent == tmp_path
+    dm.prepare_data()
+    assert (dm.data_root() / "manifest.csv").is_file() and (dm.data_root() / "target_parts.txt").is_file()
+    assert dm.spec().input.shape == (3, 32, 32)  # synthetic data: the generated size
 
 
 @pytest.mark.parametrize("augment", AUGMENT_PRESETS)

@@ -14,14 +14,13 @@ few real captures know only their colour.
 
 from __future__ import annotations
 
-import argparse
 import csv
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from datamodules.synthetic.common import ensure_generated, params_key
+from datamodules.synthetic.common import SyntheticDataset
 
 COLOR_UNKNOWN = 9999
 # Rebrickable colour id -> RGB
@@ -148,7 +147,9 @@ def _save(path: Path, image: np.ndarray) -> None:
         raise OSError(f"cannot write {path}")
 
 
-def _write(out: Path, size: int, seed: int, legacy_per_combo: int, b200c_views: int, real_captures: int) -> None:
+def write(out: Path, seed: int, size: int, legacy_per_combo: int, b200c_views: int, real_captures: int) -> None:
+    """The three sources, ``manifest.csv`` and ``target_parts.txt`` under the empty folder ``out``;
+    ``real_captures`` captures (3 views each) per part."""
     rng = np.random.default_rng(seed)
     rows: list[dict[str, str]] = []
     white = np.full((size, size, 3), 255.0, np.float32)
@@ -186,32 +187,9 @@ def _write(out: Path, size: int, seed: int, legacy_per_combo: int, b200c_views: 
     (out / "target_parts.txt").write_text("# parts the sorter must recognise, one per line\n" + "\n".join(PARTS) + "\n")
 
 
-def generate(
-    out_dir: str | Path, size: int = 64, seed: int = 0, legacy_per_combo: int = 2, b200c_views: int = 8,
-    real_captures: int = 40,
-) -> Path:
-    """Write the three sources, ``manifest.csv`` and ``target_parts.txt`` under ``out_dir`` (cached)."""
-    params = {"task": "lego", "size": size, "seed": seed, "legacy_per_combo": legacy_per_combo,
-              "b200c_views": b200c_views, "real_captures": real_captures, "version": 1}
-    return ensure_generated(
-        out_dir, params, lambda tmp: _write(tmp, size, seed, legacy_per_combo, b200c_views, real_captures)
-    )
-
-
-def default_dir(base: str | Path, size: int, seed: int, real_captures: int) -> Path:
-    return Path(base) / f"lego-{params_key({'size': size, 'seed': seed, 'real': real_captures})}"
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description="Write a synthetic LEGO dataset (manifest.csv + target_parts.txt).")
-    parser.add_argument("out", type=Path)
-    parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--real-captures", type=int, default=40, help="captures (3 views each) per part")
-    args = parser.parse_args()
-    path = generate(args.out, args.size, args.seed, real_captures=args.real_captures)
-    print(f"wrote the synthetic LEGO dataset to {path}")
-
-
-if __name__ == "__main__":
-    main()
+GENERATOR = SyntheticDataset(
+    "lego", write,
+    defaults={"size": 64, "legacy_per_combo": 2, "b200c_views": 8, "real_captures": 40}, version=1,
+    description="legacy renders, b200c multi-view renders (colour 9999) and real-like captures (3 views, one "
+                "group each): manifest.csv + target_parts.txt + image folders",
+)
