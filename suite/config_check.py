@@ -4,15 +4,22 @@ Every node with a ``_target_`` is checked against the signature of the class or 
 names: an unknown key (a typo) or a value of the wrong type fails here, naming the full key,
 instead of deep inside training. Hydra already refuses unknown keys in command-line overrides;
 this also covers keys added by experiment presets or with ``+key=value``.
+
+Values out of range (``data.batch_size=0``, ``trainer.max_epochs=-1``...) are refused by the
+declarative rules of ``RANGE_RULES``, and config group choices on the command line
+(``experiment=<name>``) by ``check_group_overrides`` before Hydra composes anything.
 """
 
 from __future__ import annotations
 
 import difflib
+import fnmatch
 import inspect
 import types
 import typing
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Union
 
 from omegaconf import DictConfig, ListConfig, OmegaConf
@@ -133,7 +140,7 @@ def _check_node(node: DictConfig, key: str, errors: list[str]) -> None:
 
 
 def validate_config(cfg: DictConfig) -> None:
-    """Raise :class:`ConfigError` listing every unknown key or wrongly typed value."""
+    """Raise :class:`ConfigError` listing every unknown key, wrongly typed or out-of-range value."""
     errors: list[str] = []
     for key in cfg.keys():
         key = str(key)
@@ -151,5 +158,209 @@ def validate_config(cfg: DictConfig) -> None:
         node = cfg.get(group)
         if isinstance(node, DictConfig):
             _check_node(node, group, errors)
+    errors += range_errors(cfg)
     if errors:
         raise ConfigError("invalid config:\n  - " + "\n  - ".join(errors))
+
+
+# ---------------------------------------------------------------------------------------------
+# Value ranges
+# ---------------------------------------------------------------------------------------------
+@dataclass(frozen=True)
+class RangeRule:
+    """The values of the keys that match ``pattern`` must pass ``ok``.
+
+    ``pattern`` is an fnmatch pattern over the dotted key, where ``*`` also spans dots
+    (``*.lr`` matches ``model.optimizer.lr``). ``expects`` and ``why`` make the message.
+    """
+
+    pattern: str
+    ok: Callable[[Any], bool]
+    expects: str
+    why: str = ""
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)
+
+
+def _numeric(test: Callable[[float], bool]) -> Callable[[Any], bool]:
+    # A value that is not a number is the type check's to report, with the expected type.
+    return lambda value: not _is_number(value) or test(value)
+
+
+POSITIVE = _numeric(lambda v: v > 0)
+NON_NEGATIVE = _numeric(lambda v: v >= 0)
+AT_LEAST_ONE = _numeric(lambda v: v >= 1)
+OPEN_UNIT = _numeric(lambda v: 0 < v < 1)
+UNIT = _numeric(lambda v: 0 <= v <= 1)
+
+# The first rule whose pattern matches a key decides for it: specific patterns come before general ones.
+RANGE_RULES: tuple[RangeRule, ...] = (
+    RangeRule("selection_mode", lambda v: v in ("min", "max"), "min or max",
+              "whether a lower or a higher selection_metric is better"),
+    RangeRule("trainer.max_epochs", AT_LEAST_ONE, ">= 1",
+              "-1 would train forever and 0 would record an untrained model as a finished run; "
+              "to train by steps, set trainer.max_steps and trainer.max_epochs=null"),
+    RangeRule("trainer.min_epochs", NON_NEGATIVE, ">= 0"),
+    RangeRule("trainer.num_nodes", AT_LEAST_ONE, ">= 1"),
+    RangeRule("trainer.check_val_every_n_epoch", AT_LEAST_ONE, ">= 1"),
+    RangeRule("trainer.log_every_n_steps", AT_LEAST_ONE, ">= 1"),
+    RangeRule("trainer.accumulate_grad_batches", AT_LEAST_ONE, ">= 1"),
+    RangeRule("trainer.gradient_clip_val", NON_NEGATIVE, ">= 0"),
+    RangeRule("*batch_size", POSITIVE, "> 0"),
+    RangeRule("*num_workers", NON_NEGATIVE, ">= 0", "0 loads the batches in the main process"),
+    RangeRule("*.lr", POSITIVE, "> 0"),
+    RangeRule("*.weight_decay", NON_NEGATIVE, ">= 0"),
+    RangeRule("*dropout", _numeric(lambda v: 0 <= v < 1), "in [0, 1)"),
+    RangeRule("*patience", NON_NEGATIVE, ">= 0"),
+    RangeRule("*.val_fraction", OPEN_UNIT, "in (0, 1)", "the split needs samples and must leave some for training"),
+    RangeRule("*.test_fraction", OPEN_UNIT, "in (0, 1)", "the split needs samples and must leave some for training"),
+    RangeRule("*.background_fraction", _numeric(lambda v: 0 < v <= 1), "in (0, 1]"),
+    RangeRule("*_fraction", UNIT, "in [0, 1]"),
+    RangeRule("*image_size", POSITIVE, "> 0"),
+    RangeRule("*crop_size", POSITIVE, "> 0"),
+    RangeRule("*frame_size", POSITIVE, "> 0"),
+    RangeRule("*synthetic_size", POSITIVE, "> 0"),
+    RangeRule("*synthetic_images", POSITIVE, "> 0"),
+)
+
+
+def rule_for(key: str, rules: Sequence[RangeRule] = RANGE_RULES) -> RangeRule | None:
+    """The rule that decides for ``key`` (the first that matches), or None."""
+    return next((rule for rule in rules if fnmatch.fnmatchcase(key, rule.pattern)), None)
+
+
+def _range_message(key: str, value: Any, rule: RangeRule) -> str:
+    why = f" ({rule.why})" if rule.why else ""
+    return f"'{key}' must be {rule.expects}, got {value!r}{why}"
+
+
+def value_error(key: str, value: Any, rules: Sequence[RangeRule] = RANGE_RULES) -> str | None:
+    """The message for ``key=value`` when a rule refuses it, else None (also for keys no rule covers)."""
+    rule = rule_for(key, rules)
+    if rule is None or value is None:  # null means "not set" for every ranged key of the suite
+        return None
+    try:
+        ok = rule.ok(value)
+    except TypeError:  # e.g. a list where a number belongs: the type check reports it
+        return None
+    return None if ok else _range_message(key, value, rule)
+
+
+def _leaves(node: DictConfig, prefix: str) -> typing.Iterator[tuple[str, Any]]:
+    """Dotted keys and values as written. Interpolations are skipped: the key they point to is
+    checked where it is set, so the message names the key to change."""
+    for child_key in node.keys():
+        key = f"{prefix}.{child_key}" if prefix else str(child_key)
+        child = node._get_node(child_key)
+        if isinstance(child, DictConfig):
+            yield from _leaves(child, key)
+        elif not isinstance(child, ListConfig) and not OmegaConf.is_interpolation(node, str(child_key)):
+            yield key, child._value()
+
+
+def range_errors(cfg: DictConfig, rules: Sequence[RangeRule] = RANGE_RULES) -> list[str]:
+    """Every value of ``cfg`` (Hydra's own node aside) that a rule refuses, as messages naming the key."""
+    errors = []
+    for key, value in _leaves(cfg, ""):
+        if key.split(".")[0] == "hydra":
+            continue
+        message = value_error(key, value, rules)
+        if message:
+            errors.append(message)
+    return errors
+
+
+def _parse_overrides(overrides: Sequence[str]) -> list[Any] | None:
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    try:
+        return OverridesParser.create().parse_overrides(list(overrides))
+    except Exception:  # a malformed override: Hydra reports it with its own message
+        return None
+
+
+def _discrete_values(override: Any) -> list[Any] | None:
+    """The values a sweep override takes (``a,b``, ``range(1,4)``); None for intervals and globs."""
+    from hydra.core.override_parser.types import ValueType
+
+    if not override.is_discrete_sweep() or override.value_type == ValueType.GLOB_CHOICE_SWEEP:
+        return None
+    return list(override.sweep_iterator())
+
+
+def sweep_errors(overrides: Sequence[str], rules: Sequence[RangeRule] = RANGE_RULES) -> list[str]:
+    """Range errors of the values a multirun sweeps over (``data.batch_size=0,8``), so that a bad
+    value is refused before the first job starts instead of failing its own job."""
+    errors = []
+    for override in _parse_overrides(overrides) or []:
+        if not override.is_sweep_override():
+            continue
+        for value in _discrete_values(override) or []:
+            message = value_error(override.key_or_group, value, rules)
+            if message:
+                errors.append(message)
+    return errors
+
+
+# ---------------------------------------------------------------------------------------------
+# Config group choices on the command line
+# ---------------------------------------------------------------------------------------------
+# Groups that pick one whole part of a run. A list (experiment=[a,b]) would merge the options key by
+# key, the last one winning where they overlap, and run a hybrid nobody asked for. logger and
+# debug are left out: two loggers, or two debug patches, compose.
+SINGLE_CHOICE_GROUPS = frozenset({"experiment", "data", "model", "trainer", "callbacks", "paths", "hparams_search"})
+
+# Flags after which nothing is trained, and the command line needs no check.
+_NO_RUN_FLAGS = ("help", "hydra_help", "shell_completion", "info")
+
+
+def _group_option_errors(group: str, value: Any, conf_dir: Path, multirun: bool) -> list[str]:
+    if isinstance(value, list):
+        if group in SINGLE_CHOICE_GROUPS:
+            runs = ",".join(str(v) for v in value)
+            hint = "" if multirun else f" (python train.py -m {group}={runs})"
+            return [f"{group}=[{runs}]: pick one {group}; a list would merge them into one run. "
+                    f"To run each of them, sweep over them with -m{hint}"]
+        return [e for v in value for e in _group_option_errors(group, v, conf_dir, multirun)]
+    if value is None or (conf_dir / group / f"{value}.yaml").is_file():
+        return []
+    names = sorted(str(p.relative_to(conf_dir / group).with_suffix("")) for p in (conf_dir / group).rglob("*.yaml"))
+    close = difflib.get_close_matches(str(value), names, n=1)
+    hint = f" (did you mean '{close[0]}'?)" if close else ""
+    return [f"{group}={value}: there is no {group} '{value}'{hint}; the {group} options are: {', '.join(names)}"]
+
+
+def check_group_overrides(argv: Sequence[str], conf_dir: str | Path) -> None:
+    """Refuse a command line that picks a config group option that does not exist, or several options
+    of a single-choice group, before Hydra composes anything (Hydra's own report of a missing option
+    ends with exit code 1, like a crash). Groups of Hydra and its plugins (``hydra/...``) are left to Hydra.
+    """
+    from hydra._internal.utils import get_args_parser
+
+    conf_dir = Path(conf_dir)
+    try:
+        args = get_args_parser().parse_args(list(argv))
+    except SystemExit:  # a malformed command line: Hydra says what is wrong with it
+        return
+    if any(getattr(args, flag, None) for flag in _NO_RUN_FLAGS):
+        return
+    if args.config_path or args.config_dir:  # other config folders may hold other options
+        return
+    overrides = _parse_overrides(args.overrides) or []
+    if any(o.key_or_group.startswith("hydra.searchpath") for o in overrides):
+        return
+    errors: list[str] = []
+    for override in overrides:
+        group = override.key_or_group
+        if override.is_delete() or group.split("/")[0] == "hydra" or not (conf_dir / group).is_dir():
+            continue
+        if override.is_sweep_override():
+            values = _discrete_values(override) or []
+        else:
+            values = [override.value()]
+        for value in values:
+            errors += _group_option_errors(group, value, conf_dir, args.multirun)
+    if errors:
+        raise ConfigError("invalid command line:\n  - " + "\n  - ".join(errors))

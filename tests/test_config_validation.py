@@ -8,7 +8,14 @@ from pathlib import Path
 
 import pytest
 
-from suite.config_check import validate_config
+from suite.config_check import (
+    RangeRule,
+    check_group_overrides,
+    range_errors,
+    rule_for,
+    sweep_errors,
+    validate_config,
+)
 from suite.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -71,3 +78,85 @@ def test_help_answers_quickly() -> None:
             "except SystemExit: pass\nprint('torch' in sys.modules, 'lightning' in sys.modules)")
     proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert proc.stdout.strip().splitlines()[-1] == "False False"
+
+
+PRESETS = sorted(p.stem for p in (ROOT / "conf" / "experiment").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_every_preset_is_within_the_range_rules(make_cfg, preset: str) -> None:
+    assert range_errors(make_cfg([f"experiment={preset}"])) == []
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("selection_mode=maximum", r"'selection_mode' must be min or max, got 'maximum'"),
+        ("data.batch_size=0", r"'data.batch_size' must be > 0, got 0"),
+        ("data.batch_size=-4", r"'data.batch_size' must be > 0, got -4"),
+        ("data.num_workers=-1", r"'data.num_workers' must be >= 0, got -1"),
+        ("trainer.max_epochs=-1", r"'trainer.max_epochs' must be >= 1, got -1 \(-1 would train forever"),
+        ("trainer.max_epochs=0", r"'trainer.max_epochs' must be >= 1, got 0 .*untrained model"),
+        ("model.optimizer.lr=0", r"'model.optimizer.lr' must be > 0, got 0"),
+        ("data.val_fraction=1.0", r"'data.val_fraction' must be in \(0, 1\), got 1.0"),
+        ("+data.synthetic_violent_fraction=1.5", r"'data.synthetic_violent_fraction' must be in \[0, 1\]"),
+    ],
+)
+def test_out_of_range_values_are_named(make_cfg, override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        validate_config(make_cfg([override]))
+
+
+def test_range_rules_leave_null_and_wrong_types_to_the_other_checks(make_cfg) -> None:
+    assert range_errors(make_cfg(["trainer.max_epochs=null"])) == []  # training by max_steps
+    with pytest.raises(ConfigError) as info:
+        validate_config(make_cfg(["data.batch_size=abc"]))
+    assert "'data.batch_size' expects int" in str(info.value) and "must be > 0" not in str(info.value)
+
+
+def test_an_interpolated_value_is_named_where_it_is_set(make_cfg) -> None:
+    """callbacks.model_checkpoint.mode is ${selection_mode}: the message names the key to change, once."""
+    assert range_errors(make_cfg(["selection_mode=maximum"])) == [
+        "'selection_mode' must be min or max, got 'maximum' (whether a lower or a higher selection_metric is better)"]
+
+
+def test_first_matching_rule_decides() -> None:
+    rules = [RangeRule("data.special_size", lambda v: v == 3, "3"), RangeRule("*_size", lambda v: v > 0, "> 0")]
+    assert rule_for("data.special_size", rules) is rules[0] and rule_for("data.other_size", rules) is rules[1]
+    assert rule_for("data.seed", rules) is None
+
+
+def test_swept_values_are_checked_one_by_one() -> None:
+    errors = sweep_errors(["data.batch_size=0,4", "selection_mode=max,maximum", "seed=1",
+                           "model.optimizer.lr=interval(0.0001,0.1)", "trainer.max_epochs=range(0,3)"])
+    assert errors == ["'data.batch_size' must be > 0, got 0",
+                      "'selection_mode' must be min or max, got 'maximum' (whether a lower or a higher "
+                      "selection_metric is better)",
+                      "'trainer.max_epochs' must be >= 1, got 0 (-1 would train forever and 0 would record an "
+                      "untrained model as a finished run; to train by steps, set trainer.max_steps and "
+                      "trainer.max_epochs=null)"]
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["experiment=segmentaton"], r"experiment=segmentaton: there is no experiment 'segmentaton' "
+                                     r"\(did you mean 'segmentation'\?\); the experiment options are: .*lego_part"),
+        (["-m", "experiment=segmentation,nope"], r"experiment=nope: there is no experiment 'nope'"),
+        (["trainer=gpux"], r"trainer=gpux: there is no trainer 'gpux'.*cpu, ddp, default, gpu"),
+        (["experiment=[segmentation,lego_part]"], r"experiment=\[segmentation,lego_part\]: pick one experiment.*"
+                                                  r"python train.py -m experiment=segmentation,lego_part"),
+    ],
+)
+def test_bad_group_choices_are_refused_before_hydra(argv: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        check_group_overrides(argv, ROOT / "conf")
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [["experiment=segmentation"], ["-m", "experiment=segmentation,lego_part"], ["experiment=null"], ["~experiment"],
+     ["logger=[tensorboard,none]"], ["hydra/launcher=basic"], ["--help", "experiment=nope"], ["seed=1"]],
+)
+def test_good_group_choices_pass(argv: list[str]) -> None:
+    check_group_overrides(argv, ROOT / "conf")
