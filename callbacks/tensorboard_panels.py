@@ -66,12 +66,13 @@ class TensorBoardPanels(L.Callback):
             return
         from torchmetrics.functional.classification import multiclass_confusion_matrix
 
-        n = self.num_classes or int(max(preds.max(), target.max())) + 1
-        matrix = multiclass_confusion_matrix(preds.long(), target.long(), num_classes=max(n, 2))
         spec = getattr(pl_module, "spec", None)
         names = self.class_names or []
         if not names and spec is not None and spec.heads:
             names = list((spec.head(self.head) if self.head else spec.heads[0]).classes)
+        # the head's class count, not the largest index seen: a class absent from validation keeps its row
+        n = self.num_classes or len(names) or int(max(preds.max(), target.max())) + 1
+        matrix = multiclass_confusion_matrix(preds.long(), target.long(), num_classes=max(n, 2))
         if len(names) != len(matrix):
             names = [str(i) for i in range(len(matrix))]
         step = trainer.current_epoch
