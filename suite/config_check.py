@@ -364,3 +364,50 @@ def check_group_overrides(argv: Sequence[str], conf_dir: str | Path) -> None:
             errors += _group_option_errors(group, value, conf_dir, args.multirun)
     if errors:
         raise ConfigError("invalid command line:\n  - " + "\n  - ".join(errors))
+
+
+# ---------------------------------------------------------------------------------------------
+# Values refused by a constructor
+# ---------------------------------------------------------------------------------------------
+# Packages of the suite: a ValueError/TypeError their code raises while a config node is built is a
+# config value the constructor refused, not a bug of Lightning or torch.
+SUITE_ROOT = Path(__file__).resolve().parents[1]
+SUITE_PACKAGES = frozenset({"lightning_modules", "datamodules", "callbacks", "suite"})
+
+
+def _raised_by_the_suite(err: BaseException) -> bool:
+    """True when the innermost frame of ``err``'s traceback lies in one of SUITE_PACKAGES."""
+    tb = err.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None:
+        return False
+    try:
+        parts = Path(tb.tb_frame.f_code.co_filename).resolve().relative_to(SUITE_ROOT).parts
+    except ValueError:  # outside the suite (torch, Lightning, ...)
+        return False
+    return len(parts) > 1 and parts[0] in SUITE_PACKAGES
+
+
+def _node_key(err: Exception, key: str | None) -> str:
+    """The config key of the node whose constructor failed: Hydra's ``full_key`` (``model.net`` when
+    the net inside ``model`` failed) when it lies under ``key``, else ``key``."""
+    full_key = next((line.split(":", 1)[1].strip() for line in str(err).splitlines()
+                     if line.startswith("full_key:")), "")
+    if not key:
+        return full_key or "config"
+    if not full_key or full_key == key or full_key.startswith(f"{key}."):
+        return full_key or key
+    return f"{key}.{full_key}"  # a node built apart from its root config: Hydra's key is relative
+
+
+def refused_config_value(err: Exception, key: str | None) -> ConfigError | None:
+    """The ConfigError for Hydra's InstantiationException ``err`` when a constructor of the suite refused a
+    value with ValueError/TypeError (``warn > critical``, an unknown ``model.tta.aggregation``); else None.
+
+    ``key`` is the config path of the node being built (e.g. "data"); the message names the node that refused.
+    """
+    cause = err.__cause__
+    if isinstance(cause, ValueError | TypeError) and _raised_by_the_suite(cause):
+        return ConfigError(f"{_node_key(err, key)}: {cause}")
+    return None

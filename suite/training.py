@@ -8,15 +8,20 @@ from typing import Any
 
 from omegaconf import DictConfig, OmegaConf
 
-from suite.config_check import validate_config
+from suite.config_check import refused_config_value, validate_config
 from suite.errors import UserError
 from suite.io import atomic_write_json, atomic_write_text
 from suite.printing import print_config_tree, print_metrics_table
 from suite.run_dir import RunDir, guard_run_dir
 
 
-def instantiate(node: DictConfig, **kwargs: Any) -> Any:
-    """``hydra.utils.instantiate`` that lets the suite's own errors through unwrapped."""
+def instantiate(node: DictConfig, key: str | None = None, **kwargs: Any) -> Any:
+    """``hydra.utils.instantiate`` that lets the suite's own errors through unwrapped.
+
+    A ValueError/TypeError raised by the suite's own code while building the node is a config value
+    the constructor refused (``warn > critical``, an unknown ``model.tta.aggregation``): it becomes a
+    ConfigError naming the node's config key (``key`` is the path of ``node``, e.g. "data").
+    """
     from hydra.errors import InstantiationException
     from hydra.utils import instantiate as hydra_instantiate
 
@@ -28,6 +33,9 @@ def instantiate(node: DictConfig, **kwargs: Any) -> Any:
             cause = cause.__cause__
         if isinstance(cause, UserError):
             raise cause from None
+        refused = refused_config_value(err, key)
+        if refused is not None:
+            raise refused from err.__cause__
         raise
 
 
@@ -46,13 +54,14 @@ def resolve_ckpt_path(cfg: DictConfig, out_dir: Path) -> str | None:
 def build_callbacks(cfg: DictConfig) -> dict[str, Any]:
     """The callbacks of ``cfg.callbacks`` by config key (the key names a callback in errors)."""
     nodes = cfg.get("callbacks") or {}
-    return {name: instantiate(node) for name, node in nodes.items()
+    return {name: instantiate(node, key=f"callbacks.{name}") for name, node in nodes.items()
             if isinstance(node, DictConfig) and "_target_" in node}
 
 
 def build_loggers(cfg: DictConfig) -> list[Any]:
     nodes = cfg.get("logger") or {}
-    return [instantiate(node) for node in nodes.values() if isinstance(node, DictConfig) and "_target_" in node]
+    return [instantiate(node, key=f"logger.{name}") for name, node in nodes.items()
+            if isinstance(node, DictConfig) and "_target_" in node]
 
 
 def check_task_contract(cfg: DictConfig, model: Any, callbacks: dict[str, Any]) -> None:
@@ -136,12 +145,12 @@ def train(cfg: DictConfig) -> float | None:
     from lightning.pytorch.callbacks import ModelCheckpoint
 
     L.seed_everything(cfg.seed, workers=True)
-    datamodule = instantiate(cfg.data)
-    model = instantiate(cfg.model)
+    datamodule = instantiate(cfg.data, key="data")
+    model = instantiate(cfg.model, key="model")
     callbacks = build_callbacks(cfg)
     check_task_contract(cfg, model, callbacks)
     loggers = build_loggers(cfg)
-    trainer = instantiate(cfg.trainer, callbacks=list(callbacks.values()), logger=loggers or False)
+    trainer = instantiate(cfg.trainer, key="trainer", callbacks=list(callbacks.values()), logger=loggers or False)
 
     status = "failed"
     try:

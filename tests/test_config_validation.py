@@ -7,6 +7,8 @@ import sys
 from pathlib import Path
 
 import pytest
+from hydra.errors import InstantiationException
+from omegaconf import OmegaConf
 
 from suite.config_check import (
     RangeRule,
@@ -17,6 +19,7 @@ from suite.config_check import (
     validate_config,
 )
 from suite.errors import ConfigError
+from suite.training import instantiate
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -160,3 +163,31 @@ def test_bad_group_choices_are_refused_before_hydra(argv: list[str], message: st
 )
 def test_good_group_choices_pass(argv: list[str]) -> None:
     check_group_overrides(argv, ROOT / "conf")
+
+
+def test_a_value_refused_by_a_callback_constructor_names_the_callback_key(make_cfg) -> None:
+    cfg = make_cfg(["experiment=violence_optimal", "callbacks.class_gap.warn=30"])
+    with pytest.raises(ConfigError, match=r"^callbacks.class_gap: ClassGap: warn \(30\) must not exceed critical"):
+        instantiate(cfg.callbacks.class_gap, key="callbacks.class_gap")
+
+
+def test_a_value_refused_by_a_module_constructor_names_the_model_key(make_cfg) -> None:
+    cfg = make_cfg(["experiment=intravideo", "model.pretrained=false", "model.tta.aggregation=foo"])
+    with pytest.raises(ConfigError, match=r"model.tta.aggregation must be one of .*got 'foo'"):
+        instantiate(cfg.model, key="model")
+
+
+def test_a_nested_node_that_refuses_is_named_by_its_full_key() -> None:
+    gap = {"_target_": "callbacks.class_gap.ClassGap", "warn": 9.0, "critical": 1.0}
+    cfg = OmegaConf.create({"model": {"_target_": "builtins.dict", "net": gap}})
+    with pytest.raises(ConfigError, match=r"^model.net: ClassGap: warn"):
+        instantiate(cfg.model, key="model")
+    detached = OmegaConf.create(gap)
+    with pytest.raises(ConfigError, match=r"^callbacks.gap: ClassGap: warn"):
+        instantiate(detached, key="callbacks.gap")
+
+
+def test_errors_raised_outside_the_suite_keep_their_report() -> None:
+    """A ValueError from torch's own code is not assumed to be a config value: it stays an internal error."""
+    with pytest.raises(InstantiationException, match="dropout probability"):
+        instantiate(OmegaConf.create({"_target_": "torch.nn.Dropout", "p": 2.0}), key="model.drop")
