@@ -209,12 +209,14 @@ class BehaviorModule(SuiteModule):
         loss, clip_probs, p_tail, target = self._event_step(batch, "test")
         self.test_metrics.update(p_tail, target)
         preds = (p_tail >= self.threshold).long()
+        # one copy to the host for the rows, not one per value
+        clips, probs, labels, predicted = (t.detach().cpu() for t in (clip_probs, p_tail, target, preds))
         rows = []
-        for i in range(len(target)):
-            label, pred, p = int(target[i]), int(preds[i]), float(p_tail[i])
+        for i in range(len(labels)):
+            label, pred, p = int(labels[i]), int(predicted[i]), float(probs[i])
             event_id, video_id = str(batch["event_id"][i]), str(batch["video_id"][i])
             extras: dict[str, Any] = {"video_id": video_id, "prob_tail": round(p, 6)}
-            extras.update({f"p_clip{j}": round(float(c), 6) for j, c in enumerate(clip_probs[i])})
+            extras.update({f"p_clip{j}": round(float(c), 6) for j, c in enumerate(clips[i])})
             rows.append(PredictionRow(item_id=event_id, group=video_id, label=self.class_names[label],
                                       pred=self.class_names[pred],
                                       scores={self.class_names[0]: 1.0 - p, self.class_names[1]: p}, extras=extras))

@@ -1,13 +1,19 @@
-"""TTA aggregation, event metrics, ECE and probability clustering on hand-checked values."""
+"""TTA aggregation, event metrics, ECE and probability clustering on hand-checked values; the module's
+contract side (spec, typed step outputs, prediction rows)."""
 
 from __future__ import annotations
+
+import functools
 
 import pandas as pd
 import pytest
 import torch
+from torch import nn
 
-from lightning_modules.behavior import EventMetrics, aggregate_tta, per_video_breakdown
+from lightning_modules.behavior import BehaviorModule, EventMetrics, aggregate_tta, per_video_breakdown
 from lightning_modules.calibration import max_prob_ece, probability_clusters
+from suite.contracts import SCORE_PREFIX, ContractError, DataSpec, Head, InputSpec, StepOutput
+from suite.errors import ConfigError
 from tools.check_confound import confound_report
 
 CLIPS = torch.tensor([[0.1, 0.2, 0.9, 0.8, 0.6],   # mean 0.52, max 0.9, 3/5 clips >= 0.5
@@ -91,3 +97,66 @@ def test_confound_report_flags_flat_scores() -> None:
     flat = pd.DataFrame({"video_id": list("aabb"), "prob_tail": [0.5101, 0.5202, 0.5153, 0.5054]})
     report = confound_report(videos, videos, flat)
     assert report["prob_clusters"] == 0 and report["verdict"].startswith("NO SIGNAL")
+
+
+class _MeanNet(nn.Module):
+    """Logits from the mean pixel of a clip: enough to drive the module without a backbone."""
+
+    def __init__(self):
+        super().__init__()
+        self.scale = nn.Linear(1, 2)
+
+    def forward(self, clips: torch.Tensor) -> torch.Tensor:
+        return self.scale(clips.flatten(1).mean(dim=1, keepdim=True))
+
+
+def _module(**kw) -> BehaviorModule:
+    return BehaviorModule(net=_MeanNet(), loss=nn.CrossEntropyLoss(),
+                          optimizer=functools.partial(torch.optim.SGD, lr=0.1), **kw)
+
+
+def _spec(classes=("calm", "biting"), clips: int = 3, skipped: int = 0) -> DataSpec:
+    return DataSpec("behavior", (Head("label", classes, positive=1),), InputSpec("clip", (2, 3, 4, 4)),
+                    extras={"clips_per_event": clips, "skipped_events": skipped, "tail_class": classes[1]})
+
+
+def _batch(n: int = 2, k: int = 3) -> dict:
+    return {"video": torch.rand(n, k, 2, 3, 4, 4), "label": torch.tensor([1, 0][:n]),
+            "event_id": [f"e{i}" for i in range(n)], "video_id": ["v0", "v1"][:n]}
+
+
+def test_class_names_come_from_the_spec_and_steps_are_typed() -> None:
+    module = _module()
+    module.configure(_spec())
+    assert module.class_names == ["calm", "biting"]
+    val = module.validation_step(_batch(), 0)
+    assert isinstance(val, StepOutput) and val.preds.shape == val.target.shape == val.prob.shape == (2,)
+    assert set(BehaviorModule.step_outputs["val"]) <= {f for f in StepOutput.FIELDS if getattr(val, f) is not None}
+    test = module.test_step(_batch(), 0)
+    assert len(test.rows) == 2
+    row = test.rows[0]
+    assert (row.item_id, row.group, row.label) == ("e0", "v0", "biting")
+    assert row.pred in ("calm", "biting") and set(row.scores) == {"calm", "biting"}
+    record = row.as_record()
+    assert record[f"{SCORE_PREFIX}biting"] == pytest.approx(record["prob_tail"], abs=1e-6)
+    assert record["video_id"] == "v0" and {"p_clip0", "p_clip1", "p_clip2"} <= set(record)
+    train = module.training_step({"video": torch.rand(2, 2, 3, 4, 4), "label": torch.tensor([0, 1])}, 0)
+    assert train["loss"].requires_grad and train["step_output"].target_mean == pytest.approx(0.5)
+
+
+def test_configure_refuses_specs_the_module_cannot_serve() -> None:
+    with pytest.raises(ContractError, match=r"two classes with the tail class at index 1"):
+        _module().configure(DataSpec("behavior", (Head("label", ("a", "b", "c"), positive=1),),
+                                     InputSpec("clip", (2, 3, 4, 4))))
+    # the former model.tta.clips_per_event must agree with the data, which decodes the clips
+    with pytest.raises(ConfigError, match=r"model.tta.clips_per_event=7 differs from data.clips_per_event=5"):
+        _module(tta={"clips_per_event": 7}).configure(_spec(clips=5))
+    _module(tta={"clips_per_event": 5, "aggregation": "max"}).configure(_spec(clips=5))
+    with pytest.raises(ConfigError, match=r"model.tta.aggregation"):
+        _module(tta={"aggregation": "median"})
+
+
+def test_module_logs_the_selection_metric_and_writes_no_files() -> None:
+    module = _module()
+    assert "val/f1_tail" in module.logged_metrics() and "val/roc_auc" not in module.logged_metrics()
+    assert module.artifacts("fit") == {} and module.artifacts("test") == {}

@@ -1,4 +1,5 @@
-"""A behavior preset end to end: metrics.json keys, per-event TTA predictions, bad input fails before training."""
+"""A behavior preset end to end: metrics.json keys, per-event TTA predictions in the suite's schema, held-out
+test split, bad input fails before training."""
 
 from __future__ import annotations
 
@@ -19,17 +20,24 @@ def test_intravideo_writes_plan_metrics_and_tta_rows(make_cfg, tmp_path: Path) -
     train(make_cfg(["experiment=intravideo", *FAST, "model.tta.aggregation=max"], run_dir))
     metrics = json.loads((run_dir / "metrics" / "metrics.json").read_text())
     for key in ("tail_recall", "tail_precision", "tail_f1", "macro_f1", "ece", "prob_clusters", "skipped_events",
-                "test/tail_recall", "best_val/f1_tail"):
+                "test/tail_recall", "test/videos", "best_val/f1_tail"):
         assert key in metrics, key
     assert any(k.startswith("per_video/") and k.endswith("/accuracy") for k in metrics)
     rows = pd.read_csv(run_dir / "predictions_agg.csv")
     clip_cols = [f"p_clip{i}" for i in range(5)]
-    assert {"event_id", "video_id", "label", "prob_tail", "pred", *clip_cols} <= set(rows.columns)
-    assert rows["event_id"].is_unique
+    assert list(rows.columns[:6]) == ["item_id", "group", "label", "pred", "score_normal", "score_tail"]
+    assert {"video_id", "prob_tail", *clip_cols} <= set(rows.columns)
+    assert rows["item_id"].is_unique and (rows["group"] == rows["video_id"]).all()
     pd.testing.assert_series_equal(rows[clip_cols].max(axis=1), rows["prob_tail"], check_names=False, atol=1e-5)
-    assert (rows["pred"] == (rows["prob_tail"] >= 0.5).astype(int)).all()
+    assert (rows["pred"] == rows["prob_tail"].ge(0.5).map({True: "tail", False: "normal"})).all()
+    assert set(rows["label"]) <= {"normal", "tail"}
     label_map = json.loads((run_dir / "label_map.json").read_text())
-    assert label_map["classes"] == {"normal": 0, "tail": 1}
+    assert label_map["label"] == label_map["classes"] == {"normal": 0, "tail": 1}
+    # test = the held-out cameras: no video of it was trained on or used to select the checkpoint
+    splits = json.loads((run_dir / "splits.json").read_text())
+    assert set(rows["item_id"]) <= set(splits["test"])
+    assert set(splits["groups"]["test"]).isdisjoint(set(splits["groups"]["train"]) | set(splits["groups"]["val"]))
+    assert "test.csv" in (run_dir / "manifests_used.txt").read_text()
 
 
 def test_bad_manifest_fails_before_training(make_cfg, tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""DDP on CPU (gloo): rank-zero outputs, gathered predictions, same metrics as one process."""
+"""DDP on CPU (gloo): rank-zero outputs, gathered predictions and event metrics, same metrics as one process."""
 
 from __future__ import annotations
 
@@ -13,21 +13,35 @@ from types import SimpleNamespace
 
 import pytest
 
-from callbacks.prediction_writer import PredictionWriter  # imported before forking the ranks: they share it
+# imported before forking the ranks: they share them
+from callbacks.prediction_writer import PredictionWriter
+from lightning_modules.behavior import EventMetrics, gather_objects, per_video_breakdown
+from lightning_modules.calibration import probability_clusters
+from suite.contracts import PredictionRow, StepOutput
 from tests.conftest import ROOT
 
 
 class _TtaModule:
-    """Averages the clips of one event, like a TTA module's ``aggregate_prediction_rows``."""
+    """Averages the clips of one item, like a TTA module's ``aggregate_records`` (on plain dict records)."""
 
-    def aggregate_prediction_rows(self, rows: list[dict]) -> list[dict]:
-        events: dict[str, list[float]] = {}
-        for row in rows:
-            events.setdefault(row["event"], []).append(row["prob"])
-        return [{"event": e, "prob": sum(p) / len(p), "clips": len(p)} for e, p in sorted(events.items())]
+    def aggregate_records(self, records: list[dict]) -> list[dict]:
+        items: dict[str, list[float]] = {}
+        for record in records:
+            items.setdefault(record["item_id"], []).append(record["score_tail"])
+        return [{"item_id": i, "score_tail": sum(p) / len(p), "clips": len(p)} for i, p in sorted(items.items())]
 
 
-def _rank(rank: int, init_file: str, out: str) -> None:
+def _run_ranks(target, tmp_path: Path) -> None:  # noqa: ANN001
+    ctx = multiprocessing.get_context("fork")
+    procs = [ctx.Process(target=target, args=(r, str(tmp_path / "init"), str(tmp_path))) for r in (0, 1)]
+    for p in procs:
+        p.start()
+    for p in procs:
+        p.join(timeout=60)
+    assert [p.exitcode for p in procs] == [0, 0]
+
+
+def _writer_rank(rank: int, init_file: str, out: str) -> None:
     import torch.distributed as dist
 
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
@@ -35,9 +49,9 @@ def _rank(rank: int, init_file: str, out: str) -> None:
         trainer = SimpleNamespace(world_size=2, is_global_zero=rank == 0, default_root_dir=out)
         writer = PredictionWriter(filename="predictions_agg.csv")
         writer.on_test_epoch_start(trainer, None)
-        # the clips of event "a" land on both ranks
-        rows = [{"event": "a", "prob": 0.2 + 0.4 * rank}, {"event": f"r{rank}", "prob": 0.5}]
-        writer.on_test_batch_end(trainer, None, {"rows": rows}, None, 0)
+        # the clips of item "a" land on both ranks
+        rows = [PredictionRow("a", scores={"tail": 0.2 + 0.4 * rank}), PredictionRow(f"r{rank}", scores={"tail": 0.5})]
+        writer.on_test_batch_end(trainer, None, StepOutput(rows=rows), None, 0)
         writer.on_test_epoch_end(trainer, _TtaModule())
         dist.barrier()
     finally:
@@ -45,18 +59,52 @@ def _rank(rank: int, init_file: str, out: str) -> None:
 
 
 def test_prediction_rows_are_gathered_then_aggregated_and_written_once(tmp_path: Path) -> None:
-    ctx = multiprocessing.get_context("fork")
-    procs = [ctx.Process(target=_rank, args=(r, str(tmp_path / "init"), str(tmp_path))) for r in (0, 1)]
-    for p in procs:
-        p.start()
-    for p in procs:
-        p.join(timeout=60)
-    assert [p.exitcode for p in procs] == [0, 0]
+    _run_ranks(_writer_rank, tmp_path)
     with open(tmp_path / "predictions_agg.csv") as fh:
         rows = list(csv.DictReader(fh))
-    by_event = {r["event"]: r for r in rows}
-    assert sorted(by_event) == ["a", "r0", "r1"]
-    assert float(by_event["a"]["prob"]) == pytest.approx(0.4) and by_event["a"]["clips"] == "2"
+    by_item = {r["item_id"]: r for r in rows}
+    assert sorted(by_item) == ["a", "r0", "r1"]
+    assert float(by_item["a"]["score_tail"]) == pytest.approx(0.4) and by_item["a"]["clips"] == "2"
+
+
+# rank 0 sees only normal events, rank 1 only tail events; two shared scores (0.25 and 0.75) occur
+# 3 times only when both ranks' events are counted
+EVENTS = {0: [(f"a{i}", "va", 0, p) for i, p in enumerate([0.25, 0.25, 0.75, 0.1])],
+          1: [(f"b{i}", "vb", 1, p) for i, p in enumerate([0.25, 0.75, 0.75, 0.9])]}
+
+
+def _metrics_rank(rank: int, init_file: str, out: str) -> None:
+    import torch
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=2)
+    try:
+        metrics = EventMetrics(threshold=0.5, ece_bins=15)
+        events = EVENTS[rank]
+        metrics.update(torch.tensor([p for *_, p in events]), torch.tensor([label for _, _, label, _ in events]))
+        values = metrics.compute(cluster_decimals=3)
+        gathered = gather_objects(events)
+        per_video = per_video_breakdown([{"video_id": v, "label": label, "prob_tail": p}
+                                         for _, v, label, p in gathered], 0.5)
+        Path(out, f"rank{rank}.json").write_text(json.dumps({"values": values, "per_video": per_video,
+                                                             "events": len(gathered)}))
+        dist.barrier()
+    finally:
+        dist.destroy_process_group()
+
+
+def test_behavior_event_metrics_see_every_rank(tmp_path: Path) -> None:
+    _run_ranks(_metrics_rank, tmp_path)
+    everything = EVENTS[0] + EVENTS[1]
+    assert probability_clusters([p for *_, p in everything]) == 2
+    for rank in (0, 1):
+        result = json.loads((tmp_path / f"rank{rank}.json").read_text())
+        values = result["values"]
+        assert values["prob_clusters"] == 2.0, rank  # per rank: 0 clusters
+        assert values["roc_auc"] == pytest.approx(13 / 16), rank  # per rank: one class, undefined
+        assert result["events"] == 8
+        per_video = result["per_video"]
+        assert per_video["per_video/va/events"] == 4.0 and per_video["per_video/vb/tail_recall"] == 0.75
 
 
 DATA = ["experiment=segmentation", "model.pretrained=false", "trainer.max_epochs=1", "data.synthetic_images=48",
@@ -105,5 +153,5 @@ def test_ddp_two_cpu_processes_match_one_process(make_cfg, shared_data_dir: Path
 
     # every test item once, whatever rank evaluated it
     with open(run_dir / "predictions_agg.csv") as fh:
-        items = [row["item"] for row in csv.DictReader(fh)]
+        items = [row["item_id"] for row in csv.DictReader(fh)]
     assert len(items) == len(set(items)) == len(datamodule.test_dataloader().dataset)
