@@ -50,6 +50,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as tmp:
         dm = BehaviorDataModule(synthetic_dir=tmp, synthetic={"size": 96, "events_per_video": 8},
                                 image_size=args.image_size, batch_size=args.batch_size)
+        dm.prepare_data()  # generates the synthetic videos (GENERATOR.ensure), as Lightning would
         dm.setup("fit")
         train_batches, train_load = timed_batches(dm.train_dataloader(), args.batches)
         val_batches, val_load = timed_batches(dm.val_dataloader(), args.batches)

@@ -98,11 +98,11 @@ def main() -> None:
     parser.add_argument("--clips", type=int, default=5)
     parser.add_argument("--frames", type=int, default=8)
     args = parser.parse_args()
-    from datamodules.synthetic.behavior import ensure_behavior_dataset
+    from datamodules.synthetic.behavior import GENERATOR
 
     with tempfile.TemporaryDirectory() as tmp:
-        root = ensure_behavior_dataset(tmp, cameras=4, test_cameras=1, videos_per_camera=2, events_per_video=8,
-                                       size=96, fps=15)
+        root = GENERATOR.ensure(Path(tmp) / "behavior", 0, cameras=4, test_cameras=1, videos_per_camera=2,
+                                events_per_video=8, size=96, fps=15)
         df = pd.read_csv(root / "events.csv").head(args.events)
         rows = [(root / p, s, e) for p, s, e in zip(df.video_path, df.start_s, df.end_s, strict=True)]
         bench("synthetic (events inside 16 s, 15 fps, 96x96 videos)", events_of(rows, args.clips, args.frames, None),
