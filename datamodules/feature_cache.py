@@ -2,35 +2,43 @@
 
 Layout under ``cache_root`` (``paths.cache_dir``, never the user's data folder)::
 
-    violence/<key>/features.npy   float16 [videos, T, D], written in place (np.lib.format.open_memmap)
+    violence/<key>/features.npy   float16 [videos, T, D], written in place
     violence/<key>/done.npy       bool [videos]: rows whose features are on disk
-    violence/<key>/meta.json      what the key was made from (data root, backbone, T, copy, augmentation)
+    violence/<key>/meta.json      what the key was made from (data root, encoder, T, copy, augmentation)
     violence/<key>/complete       marker: every row done; later runs never load the backbone
+    violence/<key>.lock           held while a process extracts into that copy
+    violence/ready-<key>.json     an extraction pass over a set of copies has finished
 
 One key per "copy": copy 0 is the clean features of every video; copies 1..K-1 are augmented
 versions of the training videos, each with its own deterministic augmentation per video. The key
-hashes the data root, the video list (with sizes and modification times), the backbone and its
-weights, frame size, T, feature size, the copy index and the augmentation strengths, so changing
-any of them makes a new cache instead of silently reusing a stale one.
+hashes the data root, the video list (with sizes and modification times), the frame encoder's
+settings, T, the copy index and the augmentation strengths, so changing any of them makes a new
+cache instead of silently reusing a stale one.
 
 An interrupted extraction resumes: ``done.npy`` is rewritten (atomically, after the features are
-flushed) every batch, so rows marked done are always on disk. Each video is decoded once however
-many copies need it.
+written) every few seconds, so rows marked done are always on disk. Each video is decoded once
+however many copies need it.
+
+Several processes may want the same copy at once (the ranks of a DDP run, the jobs of a sweep):
+:meth:`FeatureCache.extract` holds a file lock per copy while it writes, so two writers never share
+a copy, and the ranks other than the first of a machine only :meth:`FeatureCache.wait_until_ready`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import mmap
 import os
 import time
 from collections import deque
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import ExitStack, contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -39,6 +47,31 @@ from suite.errors import ConfigError, DataError
 from suite.io import atomic_write_json, atomic_write_text
 
 CACHE_VERSION = 1
+# How long a rank waits for the first rank to take the extraction lock before giving up (the lock is
+# released when its holder dies, so a free lock and no finished extraction for this long means that
+# the first rank is not coming).
+IDLE_WAIT_S = 600.0
+
+
+def local_rank() -> int:
+    """This process's rank on its machine, from the variables DDP launchers set (0 without DDP)."""
+    for var in ("LOCAL_RANK", "SLURM_LOCALID", "JSM_NAMESPACE_LOCAL_RANK"):
+        value = os.environ.get(var, "")
+        if value.isdigit():
+            return int(value)
+    return 0
+
+
+class FrameFeatures(Protocol):
+    """What the cache needs of a frame encoder (``lightning_modules.nets.violence.FrameEncoder``)."""
+
+    backbone: str
+    frame_size: int
+    feature_dim: int
+
+    def key_fields(self) -> dict[str, Any]: ...
+
+    def load(self, device: str = "auto", batch_frames: int = 256) -> Callable[[np.ndarray], np.ndarray]: ...
 
 
 @dataclass(frozen=True)
@@ -61,94 +94,6 @@ class AugmentSpec:
         if self.noise_std > 0:
             ops.append(A.GaussNoise(std_range=(self.noise_std, self.noise_std), p=1.0))
         return A.Compose(ops)
-
-
-@dataclass(frozen=True)
-class EncoderSpec:
-    """What determines the features of one frame."""
-
-    backbone: str
-    pretrained: bool
-    weights: str | None
-    frame_size: int
-    feature_dim: int
-    # True only for the synthetic default: a fixed random fc7-like projection of the tiny model's
-    # pooled features outputs feature_dim values.
-    head_as_projection: bool = False
-    # bumped when the synthetic projection changes, so caches of the old one are not reused
-    projection_version: int = 2
-
-    def key_fields(self) -> dict[str, Any]:
-        fields = asdict(self)
-        if self.weights:
-            path = Path(self.weights).expanduser()
-            stat = path.stat() if path.is_file() else None
-            fields["weights"] = [str(path.resolve()), stat.st_size if stat else None,
-                                 stat.st_mtime_ns if stat else None]
-        return fields
-
-
-def _with_fc7_like_projection(model: Any, feature_dim: int) -> Any:
-    """The synthetic default's stand-in for VGG16 fc7: ReLU(W norm(x)), W He-initialised.
-
-    A tiny random backbone pools features around 1e-3, and a timm classifier head is initialised for
-    logits; together they gave features around 1e-4, far below fc7's scale (order 1), so the seed's L2
-    penalty swamped every signal. Normalising the pooled vector and a variance-keeping projection
-    give sparse non-negative features of order 1, like fc7's.
-    """
-    from torch import nn
-
-    projection = nn.Linear(model.num_features, feature_dim)
-    nn.init.kaiming_normal_(projection.weight, nonlinearity="relu")
-    nn.init.zeros_(projection.bias)
-    return nn.Sequential(model, nn.LayerNorm(model.num_features, elementwise_affine=False), projection, nn.ReLU())
-
-
-class FrameEncoder:
-    """A timm backbone in eval mode: uint8 RGB frames ``[N, H, W, 3]`` -> float32 ``[N, D]``."""
-
-    def __init__(self, spec: EncoderSpec, device: str = "cpu", batch_frames: int = 256, seed: int = 0):
-        import torch
-
-        from suite.backbones import create_timm_model
-
-        self.spec = spec
-        self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
-                                   ("cpu" if device == "auto" else device))
-        self.batch_frames = max(1, int(batch_frames))
-        # Random weights (synthetic default, pretrained=false) are fixed by the seed so the cache key stays
-        # meaningful; the global generator is left untouched, so a run that extracts and a run that reads
-        # the cache train identically.
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            model = create_timm_model(spec.backbone, pretrained=spec.pretrained, weights=spec.weights,
-                                      num_classes=0)
-            cfg = getattr(model, "pretrained_cfg", {}) or {}
-            if spec.head_as_projection:
-                model = _with_fc7_like_projection(model, spec.feature_dim)
-        self.model = model.eval().to(self.device)
-        mean, std = cfg.get("mean", (0.485, 0.456, 0.406)), cfg.get("std", (0.229, 0.224, 0.225))
-        self.mean = torch.tensor(mean, device=self.device).view(1, 3, 1, 1) * 255.0
-        self.std = torch.tensor(std, device=self.device).view(1, 3, 1, 1) * 255.0
-        probe = self(np.zeros((1, spec.frame_size, spec.frame_size, 3), np.uint8))
-        if probe.shape[1] != spec.feature_dim:
-            raise ConfigError(
-                f"data.feature_dim={spec.feature_dim}, but backbone '{spec.backbone}' at {spec.frame_size}px gives "
-                f"{probe.shape[1]}-d features; set data.feature_dim={probe.shape[1]} (and the model's input_dim "
-                "follows it)"
-            )
-
-    def __call__(self, frames: np.ndarray) -> np.ndarray:
-        import torch
-
-        out = []
-        with torch.inference_mode():
-            for start in range(0, len(frames), self.batch_frames):
-                x = torch.from_numpy(np.ascontiguousarray(frames[start:start + self.batch_frames]))
-                x = x.to(self.device).permute(0, 3, 1, 2).float()
-                x = (x - self.mean) / self.std
-                out.append(self.model(x).float().cpu().numpy())
-        return np.concatenate(out)
 
 
 def _fingerprint(videos: Sequence[Path], root: Path) -> str:
@@ -314,11 +259,72 @@ class ExtractionReport:
     bad_videos: dict[str, str]
 
 
+
+class _RowWriter:
+    """Batches decoded clips through the encoder and writes their rows into the open copies.
+
+    Rows are marked done (``done.npy``) every ``commit_every_s`` seconds and when closed, never before
+    their bytes are written: an interruption loses at most the rows of the last few seconds.
+    """
+
+    def __init__(self, stores: dict[int, _CopyStore], num_frames: int, videos: Sequence[Path],
+                 commit_every_s: float):
+        self.stores = stores
+        self.num_frames = num_frames
+        self.videos = videos
+        self.commit_every_s = commit_every_s
+        self.pending: list[tuple[int, int, int, np.ndarray]] = []  # (video, copy, row, frames)
+        self.unmarked: dict[int, list[int]] = {c: [] for c in stores}
+        self.written = 0
+        self.last_commit = time.perf_counter()
+
+    @property
+    def pending_frames(self) -> int:
+        return sum(len(frames) for *_, frames in self.pending)
+
+    def add(self, video_index: int, copy: int, row: int, frames: np.ndarray) -> None:
+        self.pending.append((video_index, copy, row, frames))
+
+    def flush(self, encoder: Callable[[np.ndarray], np.ndarray]) -> None:
+        if not self.pending:
+            return
+        feats = encoder(np.concatenate([f for *_, f in self.pending]))
+        if feats.dtype != np.float16:
+            import torch
+
+            # torch converts to float16 about 50x faster than numpy's software conversion
+            feats = torch.from_numpy(np.ascontiguousarray(feats, dtype=np.float32)).half().numpy()
+        for i, (video_index, copy, row, _) in enumerate(self.pending):
+            seq = feats[i * self.num_frames:(i + 1) * self.num_frames]
+            if not np.isfinite(seq).all():
+                raise DataError(f"the backbone gave NaN/inf features (or values beyond float16) for "
+                                f"{self.videos[video_index]} (copy {copy}); check the video and the frame encoder")
+            self.stores[copy].write(row, seq)
+            self.unmarked[copy].append(row)
+            self.written += 1
+        self.pending.clear()
+        if time.perf_counter() - self.last_commit > self.commit_every_s:
+            self.commit()
+
+    def commit(self) -> None:
+        # msync of every copy costs time: done masks are saved every few seconds, not every batch
+        for copy, rows in self.unmarked.items():
+            self.stores[copy].mark(rows)
+            rows.clear()
+        self.last_commit = time.perf_counter()
+
+    def close(self) -> None:
+        # rows written before an error or an interrupt are kept: the next run resumes after them
+        self.commit()
+        for store in self.stores.values():
+            store.close()
+
+
 class FeatureCache:
     """Cached features of ``videos`` (absolute paths under ``data_root``), one array per copy."""
 
     def __init__(self, cache_root: str | Path, data_root: str | Path, videos: Sequence[Path], num_frames: int,
-                 encoder: EncoderSpec, aug_seed: int = 0):
+                 encoder: FrameFeatures, aug_seed: int = 0):
         self.cache_root = Path(cache_root).expanduser().resolve()
         self.data_root = Path(data_root).expanduser().resolve()
         if self.cache_root == self.data_root or self.data_root in self.cache_root.parents:
@@ -326,13 +332,17 @@ class FeatureCache:
                               "the cache must not be written into the user's data")
         self.videos = [Path(v).resolve() for v in videos]
         self.num_frames = int(num_frames)
-        self.encoder_spec = encoder
+        self.encoder = encoder
         self.aug_seed = aug_seed
         self.base_fields = {
             "version": CACHE_VERSION, "data_root": str(self.data_root),
             "videos": _fingerprint(self.videos, self.data_root), "num_frames": self.num_frames,
             "encoder": encoder.key_fields(),
         }
+
+    @property
+    def folder(self) -> Path:
+        return self.cache_root / "violence"
 
     def _store(self, plan: CopyPlan) -> _CopyStore:
         rel = [str(self.videos[i].relative_to(self.data_root)) for i in plan.rows]
@@ -341,13 +351,71 @@ class FeatureCache:
                       aug_seed=self.aug_seed if plan.augment else None,
                       rows=hashlib.sha1("\n".join(rel).encode()).hexdigest())
         key = cache_key(fields)
-        meta = dict(fields, key=key, videos_in_copy=rel, backbone=self.encoder_spec.backbone)
-        shape = (self.num_frames, self.encoder_spec.feature_dim)
-        return _CopyStore(self.cache_root / "violence" / key, meta, len(plan.rows), shape)
+        meta = dict(fields, key=key, videos_in_copy=rel, backbone=self.encoder.backbone)
+        shape = (self.num_frames, self.encoder.feature_dim)
+        return _CopyStore(self.folder / key, meta, len(plan.rows), shape)
 
     def paths(self, plans: Sequence[CopyPlan]) -> dict[int, Path]:
         return {p.copy: self._store(p).features_path for p in plans}
 
+    def done_rows(self, plan: CopyPlan) -> np.ndarray:
+        store = self._store(plan)
+        if store.complete:
+            return np.ones(len(plan.rows), bool)
+        return np.load(store.done_path) if store.done_path.is_file() else np.zeros(len(plan.rows), bool)
+
+    # -- several processes ---------------------------------------------------------------------
+    @contextmanager
+    def locked(self, plans: Sequence[CopyPlan], timeout: float = -1) -> Iterator[None]:
+        """Hold the lock of every copy of ``plans`` (taken in key order, so two holders of
+        overlapping sets cannot deadlock); ``filelock.Timeout`` after ``timeout`` seconds."""
+        from filelock import FileLock
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with ExitStack() as stack:
+            for folder in sorted({self._store(p).dir for p in plans}):
+                stack.enter_context(FileLock(f"{folder}.lock", timeout=timeout))
+            yield
+
+    def _ready_path(self, plans: Sequence[CopyPlan]) -> Path:
+        keys = sorted(self._store(p).dir.name for p in plans)
+        return self.folder / f"ready-{cache_key({'copies': keys})}.json"
+
+    def ready(self, plans: Sequence[CopyPlan]) -> bool:
+        """True when an extraction pass over ``plans`` finished (rows of unreadable videos may be missing)."""
+        return self._ready_path(plans).is_file() or all(self._store(p).complete for p in plans)
+
+    def extract(self, plans: Sequence[CopyPlan], **options: Any) -> ExtractionReport:
+        """:meth:`ensure` under the copies' locks, then mark the set ready for the waiting ranks."""
+        with self.locked(plans):
+            report = self.ensure(plans, **options)
+            atomic_write_json(self._ready_path(plans), {"bad_videos": report.bad_videos,
+                                                        "copies": sorted(self._store(p).dir.name for p in plans)})
+        return report
+
+    def wait_until_ready(self, plans: Sequence[CopyPlan], idle_timeout_s: float | None = None,
+                         poll_s: float = 2.0) -> None:
+        """Wait for another process to :meth:`extract` ``plans``. Waits as long as that process holds
+        a lock; a DataError when the locks stay free for ``idle_timeout_s`` (default :data:`IDLE_WAIT_S`)
+        without the set becoming ready."""
+        from filelock import Timeout
+
+        idle_timeout_s = IDLE_WAIT_S if idle_timeout_s is None else idle_timeout_s
+        idle_since = time.monotonic()
+        while True:
+            try:
+                with self.locked(plans, timeout=poll_s):
+                    if self.ready(plans):
+                        return
+            except Timeout:
+                idle_since = time.monotonic()  # the extracting process holds a lock: it is alive
+                continue
+            if time.monotonic() - idle_since > idle_timeout_s:
+                raise DataError(f"waited {idle_timeout_s:.0f} s for the first process of this machine to extract "
+                                f"the features under {self.folder}, and none did (it may have failed: see its log)")
+            time.sleep(poll_s)
+
+    # -- extraction ------------------------------------------------------------------------------
     def ensure(
         self,
         plans: Sequence[CopyPlan],
@@ -360,120 +428,82 @@ class FeatureCache:
         encoder_factory: Callable[[], Callable[[np.ndarray], np.ndarray]] | None = None,
     ) -> ExtractionReport:
         """Extract whatever is missing; returns timings. Raises DataError naming unreadable videos
-        (after extracting all the others, so a re-run only retries those)."""
+        (after extracting all the others, so a re-run only retries those). Call it from one process
+        at a time per copy (:meth:`extract` takes care of that)."""
         start = time.perf_counter()
-        stores = {p.copy: (p, self._store(p)) for p in plans}
-        todo = {c: (p, s) for c, (p, s) in stores.items() if not s.complete}
+        todo = {p.copy: (p, store) for p in plans if not (store := self._store(p)).complete}
         if not todo:
             return ExtractionReport(time.perf_counter() - start, 0, 0, True, {})
         for _, store in todo.values():
             store.open_for_write()
-        # video index -> [(copy, row)] still missing
-        needed: dict[int, list[tuple[int, int]]] = {}
-        for copy, (plan, store) in todo.items():
-            assert store.done is not None
-            for row, video_index in enumerate(plan.rows):
-                if not store.done[row]:
-                    needed.setdefault(video_index, []).append((copy, row))
-        encoder = encoder_factory() if encoder_factory else FrameEncoder(
-            self.encoder_spec, device=device, batch_frames=batch_frames, seed=self.aug_seed)
-        transforms = {c: p.augment.build() for c, (p, _) in todo.items() if p.augment}
-        bad: dict[str, str] = {}
-        written = 0
-        order = sorted(needed)
-        size = (self.encoder_spec.frame_size, self.encoder_spec.frame_size)
-
-        def decode(video_index: int) -> np.ndarray:
-            path = self.videos[video_index]
-            info = probe_video(path)
-            return read_frames(path, uniform_indices(info.num_frames, self.num_frames), size=size)
-
+        needed = self._missing_rows(todo)
+        writer = _RowWriter({c: s for c, (_, s) in todo.items()}, self.num_frames, self.videos, commit_every_s)
         from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(order), desc="extracting features", unit="videos", disable=not progress,
+        bar = tqdm(total=len(needed), desc="extracting features", unit="videos", disable=not progress,
                    dynamic_ncols=True)
-        pending: list[tuple[int, int, int, np.ndarray]] = []  # (video, copy, row, frames)
-        unmarked: dict[int, list[int]] = {c: [] for c in todo}
-        last_commit = time.perf_counter()
-
-        def commit() -> None:
-            # msync of every copy costs time: done masks are saved every few seconds, not every batch
-            nonlocal last_commit
-            for copy, rows in unmarked.items():
-                todo[copy][1].mark(rows)
-                rows.clear()
-            last_commit = time.perf_counter()
-
-        def flush() -> None:
-            nonlocal written
-            if not pending:
-                return
-            feats = encoder(np.concatenate([f for *_, f in pending]))
-            if feats.dtype != np.float16:
-                import torch
-
-                # torch converts to float16 about 50x faster than numpy's software conversion
-                feats = torch.from_numpy(np.ascontiguousarray(feats, dtype=np.float32)).half().numpy()
-            for i, (video_index, copy, row, _) in enumerate(pending):
-                seq = feats[i * self.num_frames:(i + 1) * self.num_frames]
-                if not np.isfinite(seq).all():
-                    raise DataError(f"the backbone gave NaN/inf features (or values beyond float16) for "
-                                    f"{self.videos[video_index]} (copy {copy}); check the video and data.backbone")
-                todo[copy][1].write(row, seq)
-                unmarked[copy].append(row)
-                written += 1
-            pending.clear()
-            if time.perf_counter() - last_commit > commit_every_s:
-                commit()
-
+        bad: dict[str, str] = {}
         try:
-            with ThreadPoolExecutor(max_workers=max(1, decode_threads)) as pool:
-                queue: deque[tuple[int, Future]] = deque()
-                it = iter(order)
-                for video_index in it:
-                    queue.append((video_index, pool.submit(decode, video_index)))
-                    if len(queue) >= 2 * max(1, decode_threads):
-                        break
-                while queue:
-                    video_index, future = queue.popleft()
-                    nxt = next(it, None)
-                    if nxt is not None:
-                        queue.append((nxt, pool.submit(decode, nxt)))
-                    try:
-                        frames = future.result()
-                    except DataError as err:
-                        bad[str(self.videos[video_index])] = str(err)
-                        bar.update(1)
-                        continue
-                    for copy, row in needed[video_index]:
-                        plan = todo[copy][0]
-                        clip = frames
-                        if plan.augment is not None:
-                            # One seed per (video, copy): the same copy is the same however often it is rebuilt.
-                            transform = transforms[copy]
-                            transform.set_random_seed((self.aug_seed * 1_000_003 + video_index * 1009 + copy) % 2**31)
-                            clip = transform(images=frames)["images"]
-                        pending.append((video_index, copy, row, np.asarray(clip)))
-                    if sum(len(p[3]) for p in pending) >= batch_frames:
-                        flush()
-                    bar.update(1)
-                flush()
+            encoder = encoder_factory() if encoder_factory else self.encoder.load(device, batch_frames)
+            transforms = {c: p.augment.build() for c, (p, _) in todo.items() if p.augment}
+            for video_index, frames in self._decoded(sorted(needed), decode_threads):
+                bar.update(1)
+                if isinstance(frames, DataError):
+                    bad[str(self.videos[video_index])] = str(frames)
+                    continue
+                for copy, row in needed[video_index]:
+                    writer.add(video_index, copy, row, self._augmented(frames, transforms.get(copy), video_index, copy))
+                if writer.pending_frames >= batch_frames:
+                    writer.flush(encoder)
+            writer.flush(encoder)
         finally:
-            # rows written before an error or an interrupt are kept: the next run resumes after them
-            commit()
+            writer.close()
             bar.close()
-            for _, store in todo.values():
-                store.close()
-
-        report = ExtractionReport(time.perf_counter() - start, len(order) - len(bad), written, False, bad)
+        report = ExtractionReport(time.perf_counter() - start, len(needed) - len(bad), writer.written, False, bad)
         if bad and not skip_bad_videos:
             listed = "\n  ".join(f"{path}: {msg}" for path, msg in list(bad.items())[:20])
             raise DataError(f"{len(bad)} video(s) could not be read (set data.skip_bad_videos=true to leave "
                             f"them out):\n  {listed}")
         return report
 
-    def done_rows(self, plan: CopyPlan) -> np.ndarray:
-        store = self._store(plan)
-        if store.complete:
-            return np.ones(len(plan.rows), bool)
-        return np.load(store.done_path) if store.done_path.is_file() else np.zeros(len(plan.rows), bool)
+    @staticmethod
+    def _missing_rows(todo: dict[int, tuple[CopyPlan, _CopyStore]]) -> dict[int, list[tuple[int, int]]]:
+        """Video index -> the ``(copy, row)`` pairs of it still missing."""
+        needed: dict[int, list[tuple[int, int]]] = {}
+        for copy, (plan, store) in todo.items():
+            assert store.done is not None
+            for row, video_index in enumerate(plan.rows):
+                if not store.done[row]:
+                    needed.setdefault(video_index, []).append((copy, row))
+        return needed
+
+    def _decode(self, video_index: int) -> np.ndarray:
+        path = self.videos[video_index]
+        size = (self.encoder.frame_size, self.encoder.frame_size)
+        return read_frames(path, uniform_indices(probe_video(path).num_frames, self.num_frames), size=size)
+
+    def _decoded(self, order: Sequence[int], threads: int) -> Iterator[tuple[int, np.ndarray | DataError]]:
+        """``(video index, frames)`` in ``order``, decoded ``2 x threads`` videos ahead of the consumer;
+        an unreadable video gives its DataError instead of frames."""
+        threads = max(1, threads)
+        with ThreadPoolExecutor(max_workers=threads) as pool:
+            it = iter(order)
+            queue: deque[tuple[int, Future]] = deque(
+                (i, pool.submit(self._decode, i)) for i in itertools.islice(it, 2 * threads))
+            while queue:
+                video_index, future = queue.popleft()
+                nxt = next(it, None)
+                if nxt is not None:
+                    queue.append((nxt, pool.submit(self._decode, nxt)))
+                try:
+                    frames: np.ndarray | DataError = future.result()
+                except DataError as err:
+                    frames = err
+                yield video_index, frames
+
+    def _augmented(self, frames: np.ndarray, transform: Any, video_index: int, copy: int) -> np.ndarray:
+        if transform is None:
+            return frames
+        # One seed per (video, copy): the same copy is the same however often it is rebuilt.
+        transform.set_random_seed((self.aug_seed * 1_000_003 + video_index * 1009 + copy) % 2**31)
+        return np.asarray(transform(images=frames)["images"])

@@ -2,24 +2,30 @@
 
 Layouts read:
 - ``root/<split>/<class>/*.mp4|avi`` with split folders train (required), val, test: a missing
-  val is carved from train by a seeded group split, a missing test is the val split;
-- ``root/<class>/*`` without split folders: a seeded split that keeps every group (the
-  ``group_column`` of ``labels_csv``, e.g. ``source_group``) on one side; videos the CSV does not
-  list are their own group.
-Class folder names map to ``violent`` / ``non_violent`` through ``class_map``.
+  val or test split is held out of train (``val_fraction``/``test_fraction`` of its videos) by a
+  seeded group split;
+- ``root/<class>/*`` without split folders: a seeded train/val/test split that keeps every group
+  (the ``group_column`` of ``labels_csv``, e.g. ``source_group``) on one side; videos the CSV does
+  not list are their own group.
+Both splits are :func:`datamodules.grouped_split.grouped_split`, stratified by class. Class folder
+names map to ``violent`` / ``non_violent`` through ``class_map``.
 
-Features come from ``datamodules.feature_cache`` (float16 memory-mapped, under
-``paths.cache_dir``). Training sees ``aug_multiplier`` copies of each training video: the clean
-one plus ``aug_multiplier - 1`` augmented at extraction time (seed: 3x optimal, 10x failed), and
-an online temporal jitter (a random window of ``clip_len`` of the ``num_frames`` cached frames).
-Validation and test see the centre window, plus ``tta_crops`` windows spread over the video for
-test-time augmentation.
+Features: the frame encoder (``data.frame_encoder``, a
+:class:`~lightning_modules.nets.violence.FrameEncoder` the config instantiates) runs once per video
+in ``prepare_data`` (:meth:`ViolenceDataModule.prepare_caches`), on the first rank of a machine
+under a file lock; the features stay in ``datamodules.feature_cache`` (float16 memory-mapped, under
+``paths.cache_dir``), which every rank then reads. Training sees ``aug_multiplier`` copies of each
+training video: the clean one plus ``aug_multiplier - 1`` augmented at extraction time (seed: 3x
+optimal, 10x failed), and an online temporal jitter (a random window of ``clip_len`` of the
+``num_frames`` cached frames). Validation and test see the centre window, plus ``tta_crops``
+windows spread over the video for test-time augmentation.
 """
 
 from __future__ import annotations
 
 import csv
 import logging
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,21 +35,32 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from datamodules.base import SuiteDataModule, existing_folder
-from datamodules.feature_cache import AugmentSpec, CopyPlan, EncoderSpec, FeatureCache, MappedFeatures
-from datamodules.synthetic import violence as synthetic
+from datamodules.base import SuiteDataModule
+from datamodules.feature_cache import AugmentSpec, CopyPlan, FeatureCache, MappedFeatures, local_rank
+from datamodules.grouped_split import grouped_split
+from datamodules.synthetic.common import SyntheticDataset
+from datamodules.synthetic.violence import GENERATOR
 from datamodules.video import VIDEO_EXTENSIONS, tta_positions
+from lightning_modules.nets.violence import FrameEncoder
+from suite.contracts import Head, InputSpec
 from suite.errors import ConfigError, DataError
+from suite.printing import warn_on_console
 
 log = logging.getLogger(__name__)
 
 CLASS_NAMES = ("non_violent", "violent")  # index 0, 1
+HEAD = "class"
 DEFAULT_CLASS_MAP = {
     "violent": ["violent", "violence", "fight", "fights", "Violence", "Fight"],
     "non_violent": ["non_violent", "nonviolent", "non_violence", "nonviolence", "NonViolence", "nofight",
                     "noFight", "no_fight", "normal"],
 }
 SPLIT_NAMES = {"train": ("train", "training"), "val": ("val", "valid", "validation"), "test": ("test", "testing")}
+# Former data keys of the frame encoders -> their key in the encoder node (still read, with a warning).
+LEGACY_ENCODER_KEYS = {"backbone": "backbone", "pretrained": "pretrained", "backbone_weights": "weights",
+                       "frame_size": "frame_size", "feature_dim": "feature_dim"}
+LEGACY_SYNTHETIC_KEYS = {"synthetic_backbone": "backbone", "synthetic_frame_size": "frame_size",
+                         "feature_dim": "feature_dim"}
 
 
 @dataclass(frozen=True)
@@ -106,58 +123,6 @@ def read_groups(csv_path: Path, root: Path, path_column: str, group_column: str)
     return groups
 
 
-def group_split(items: Sequence[VideoItem], fractions: Mapping[str, float], seed: int,
-                trials: int = 300) -> dict[str, list[VideoItem]]:
-    """Seeded split keeping each group on one side, closest to ``fractions`` (e.g. {val: .2, test: .2};
-    the rest is train) with both classes on every side when the groups allow it.
-
-    Whole groups cannot hit a fraction exactly, so several seeded group orders are tried and the
-    one with the smallest size and class-mix error (and every class present) wins; the same seed
-    gives the same split.
-    """
-    by_group: dict[str, list[VideoItem]] = {}
-    for item in items:
-        by_group.setdefault(item.group, []).append(item)
-    names = sorted(by_group)
-    splits = [s for s in fractions if fractions[s] > 0]
-    if len(names) < len(splits) + 1:
-        raise DataError(f"need at least {len(splits) + 1} groups to split train/{'/'.join(splits)} without "
-                        f"sharing a group, found {len(names)}")
-    total = len(items)
-    targets = {s: fractions[s] * total for s in splits}
-    violent_share = sum(it.label for it in items) / max(1, total)
-    rng = np.random.default_rng(seed)
-    best: tuple[float, dict[str, list[str]]] | None = None
-    for _ in range(trials):
-        order = [names[i] for i in rng.permutation(len(names))]
-        assign: dict[str, list[str]] = {s: [] for s in [*splits, "train"]}
-        counts = dict.fromkeys(splits, 0)
-        for name in order:
-            open_splits = [s for s in splits if counts[s] < targets[s]]
-            if open_splits:
-                s = open_splits[0]
-                assign[s].append(name)
-                counts[s] += len(by_group[name])
-            else:
-                assign["train"].append(name)
-        if any(not v for v in assign.values()):
-            continue
-        # size error plus class-mix error: a validation split of 19 calm clips and 1 fight says
-        # little about the violent class
-        score = 0.0
-        for s in splits:
-            violent = sum(it.label for g in assign[s] for it in by_group[g])
-            score += abs(counts[s] - targets[s]) + abs(violent - counts[s] * violent_share)
-        for groups in assign.values():
-            labels = {it.label for g in groups for it in by_group[g]}
-            score += 1000 * (len(CLASS_NAMES) - len(labels))
-        if best is None or score < best[0]:
-            best = (score, assign)
-    if best is None:
-        raise DataError("could not split the groups so that every split gets at least one group")
-    return {s: [it for g in sorted(groups) for it in by_group[g]] for s, groups in best[1].items()}
-
-
 class SequenceDataset(Dataset):
     """Items ``(array, row)`` of cached feature arrays; windows of ``clip_len`` frames.
 
@@ -195,7 +160,7 @@ class SequenceDataset(Dataset):
         seq_t = torch.from_numpy(seq.astype(np.float32))
         t = seq_t.shape[0]
         room = t - self.clip_len
-        out: dict[str, Any] = {"label": video.label, "video": self._name(video), "group": video.group}
+        out: dict[str, Any] = {"label": video.label, "item_id": self._name(video), "group": video.group}
         if self.train:
             start = int(torch.randint(0, room + 1, (1,)).item())
             out["features"] = seq_t[start:start + self.clip_len]
@@ -206,7 +171,27 @@ class SequenceDataset(Dataset):
         return out
 
 
+def class_counts(items: Sequence[VideoItem]) -> dict[str, int]:
+    counts = Counter(it.label for it in items)
+    return {name: counts.get(i, 0) for i, name in enumerate(CLASS_NAMES)}
+
+
+def describe_counts(counts: Mapping[str, int]) -> str:
+    return ", ".join(f"{name} {n}" for name, n in counts.items())
+
+
 class ViolenceDataModule(SuiteDataModule):
+    """Videos -> cached features of ``frame_encoder`` -> windows of ``clip_len`` frames.
+
+    ``frame_encoder`` makes the features of the user's videos (``data.root``);
+    ``synthetic_frame_encoder`` those of the synthetic default (``data.root=null``): a tiny random
+    backbone, so extraction takes seconds on a CPU. ``backbone``, ``pretrained``, ``backbone_weights``,
+    ``frame_size``, ``feature_dim``, ``synthetic_backbone`` and ``synthetic_frame_size`` are the former
+    keys of those settings: still applied to the encoders, with a warning naming the new key.
+    """
+
+    task = "violence"
+
     def __init__(
         self,
         root: str | None = None,
@@ -219,11 +204,8 @@ class ViolenceDataModule(SuiteDataModule):
         num_frames: int = 30,
         clip_len: int = 24,
         tta_crops: int = 5,
-        backbone: str = "vgg16",
-        pretrained: bool = False,
-        backbone_weights: str | None = None,
-        frame_size: int = 224,
-        feature_dim: int = 4096,
+        frame_encoder: FrameEncoder | None = None,
+        synthetic_frame_encoder: FrameEncoder | None = None,
         aug_multiplier: int = 3,
         aug_brightness: float = 0.12,
         aug_rotate_deg: float = 0.0,
@@ -237,71 +219,165 @@ class ViolenceDataModule(SuiteDataModule):
         synthetic_dir: str = "data/synthetic",
         synthetic_videos: dict[str, int] | None = None,
         synthetic_violent_fraction: float = 0.5,
-        synthetic_backbone: str = "test_efficientnet",
-        synthetic_frame_size: int = 32,
         dev_samples: int | None = None,
         seed: int = 0,
         batch_size: int = 32,
         num_workers: int = 0,
         pin_memory: bool = False,
+        backbone: str | None = None,
+        pretrained: bool | None = None,
+        backbone_weights: str | None = None,
+        frame_size: int | None = None,
+        feature_dim: int | None = None,
+        synthetic_backbone: str | None = None,
+        synthetic_frame_size: int | None = None,
     ):
-        super().__init__(batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory)
-        for key, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
-            if not 0.0 <= value < 1.0:
-                raise ConfigError(f"data.{key} must be in [0, 1), got {value}")
-        if val_fraction <= 0:
-            raise ConfigError("data.val_fraction must be > 0 (the best checkpoint is chosen on validation)")
+        super().__init__(root=root, synthetic_dir=synthetic_dir, dev_samples=dev_samples, seed=seed,
+                         batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory)
+        if not 0.0 < val_fraction < 1.0:
+            raise ConfigError(f"data.val_fraction must be in (0, 1) (the best checkpoint is chosen on validation), "
+                              f"got {val_fraction}")
+        if not 0.0 <= test_fraction < 1.0:
+            raise ConfigError(f"data.test_fraction must be in [0, 1), got {test_fraction}")
         if val_fraction + test_fraction >= 1.0:
             raise ConfigError(f"data.val_fraction + data.test_fraction must be < 1, got {val_fraction + test_fraction}")
         if num_frames < 1 or not 1 <= clip_len <= num_frames:
             raise ConfigError(f"need 1 <= data.clip_len ({clip_len}) <= data.num_frames ({num_frames})")
         if aug_multiplier < 1:
             raise ConfigError(f"data.aug_multiplier must be >= 1 (1 = clean copy only), got {aug_multiplier}")
-        self.root = root
         self.labels_csv, self.path_column, self.group_column = labels_csv, path_column, group_column
         self.mapping = folder_to_label(class_map or DEFAULT_CLASS_MAP)
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
         self.num_frames, self.clip_len, self.tta_crops = num_frames, clip_len, tta_crops
-        self.backbone, self.pretrained, self.backbone_weights = backbone, pretrained, backbone_weights
-        self.frame_size, self.feature_dim = frame_size, feature_dim
+        legacy = {"backbone": backbone, "pretrained": pretrained, "backbone_weights": backbone_weights,
+                  "frame_size": frame_size, "feature_dim": feature_dim, "synthetic_backbone": synthetic_backbone,
+                  "synthetic_frame_size": synthetic_frame_size}
+        self.frame_encoder = self._with_legacy_keys(
+            frame_encoder or FrameEncoder(seed=seed), "data.frame_encoder", LEGACY_ENCODER_KEYS, legacy)
+        self.synthetic_frame_encoder = self._with_legacy_keys(
+            synthetic_frame_encoder or FrameEncoder("test_efficientnet", pretrained=False, frame_size=32,
+                                                    projection=True, seed=seed),
+            "data.synthetic_frame_encoder", LEGACY_SYNTHETIC_KEYS, legacy)
         self.aug_multiplier = aug_multiplier
         self.augment = AugmentSpec(aug_brightness, aug_rotate_deg, aug_noise_std)
         self.cache_dir = cache_dir
         self.extract_device, self.extract_batch_frames = extract_device, extract_batch_frames
         self.decode_threads, self.skip_bad_videos = decode_threads, skip_bad_videos
         self.release_every = release_every
-        self.synthetic_dir = synthetic_dir
-        self.synthetic_videos = dict(synthetic_videos or {"train": 24, "val": 10, "test": 10})
+        self.synthetic_videos = {str(k): int(v) for k, v in (synthetic_videos or
+                                                              {"train": 24, "val": 10, "test": 10}).items()}
         self.synthetic_violent_fraction = synthetic_violent_fraction
-        self.synthetic_backbone, self.synthetic_frame_size = synthetic_backbone, synthetic_frame_size
-        self.dev_samples = dev_samples
-        self.seed = seed
-        self.splits: dict[str, list[VideoItem]] = {}
+        self.extraction: Any = None  # the ExtractionReport of this process's prepare_data (first rank only)
         self.datasets: dict[str, SequenceDataset] = {}
-        self.extraction: Any = None
+        self._cache: tuple[FeatureCache, list[CopyPlan], dict[Path, int]] | None = None
+        self._features: tuple[dict[int, MappedFeatures], dict[str, list[tuple[int, int, VideoItem]]]] | None = None
 
-    # -- data location -------------------------------------------------------------------
-    def data_root(self) -> Path:
-        if self.root:
-            return existing_folder(self.root)
-        return synthetic.default_dir(self.synthetic_dir, self.synthetic_videos, self.synthetic_violent_fraction,
-                                     "split", self.seed).resolve()
+    @staticmethod
+    def _with_legacy_keys(encoder: FrameEncoder, key: str, names: Mapping[str, str],
+                          given: Mapping[str, Any]) -> FrameEncoder:
+        changes = {}
+        for old, new in names.items():
+            if given.get(old) is not None:
+                warn_on_console(log, f"data.{old} is deprecated: set {key}.{new} instead "
+                                     f"(data.{old}={given[old]} is applied to {key}.{new})")
+                changes[new] = given[old]
+        return encoder.replace(config_key=key, **changes)
 
-    def encoder_spec(self) -> EncoderSpec:
-        if self.root:
-            return EncoderSpec(self.backbone, self.pretrained, self.backbone_weights, self.frame_size,
-                               self.feature_dim)
-        # Synthetic default: a tiny random backbone whose head outputs feature_dim values, so the preset
-        # networks keep the seed's input size while extraction takes seconds on a CPU.
-        return EncoderSpec(self.synthetic_backbone, False, None, self.synthetic_frame_size, self.feature_dim,
-                           head_as_projection=True)
+    @property
+    def encoder(self) -> FrameEncoder:
+        """The encoder of this run's videos: the synthetic one when ``data.root`` is unset."""
+        return self.frame_encoder if self.root else self.synthetic_frame_encoder
 
-    def prepare_data(self) -> None:
-        if not self.root:
-            synthetic.generate(self.data_root(), self.synthetic_videos, self.synthetic_violent_fraction,
-                               seed=self.seed)
+    @property
+    def feature_dim(self) -> int:
+        return self.encoder.feature_dim
 
-    # -- splits --------------------------------------------------------------------------
+    # -- contract hooks ------------------------------------------------------------------------
+    def synthetic(self) -> tuple[SyntheticDataset, dict[str, Any]]:
+        return GENERATOR, {"videos": self.synthetic_videos, "violent_fraction": self.synthetic_violent_fraction}
+
+    def build_splits(self, root: Path) -> dict[str, list[VideoItem]]:
+        self.sources = []
+        groups = self._groups(root)
+        dirs = self._split_dirs(root)
+        if dirs:
+            if "train" not in dirs:
+                raise DataError(f"{root} has split folders ({', '.join(p.name for p in dirs.values())}) but no "
+                                "train folder")
+            splits = {name: self._items(folder, root, groups) for name, folder in dirs.items()}
+            self.sources += [(str(folder), len(splits[name])) for name, folder in dirs.items()]
+            held = {name: fraction for name, fraction in (("val", self.val_fraction), ("test", self.test_fraction))
+                    if name not in splits}
+            if held:
+                splits.update(self._group_split(splits["train"], held, f"the videos of {dirs['train']}"))
+                shares = ", ".join(f"{name}_fraction={fraction}" for name, fraction in held.items())
+                self.sources.append((f"{dirs['train']} (seeded group split, {shares} held out)",
+                                     sum(len(splits[name]) for name in held)))
+        else:
+            items = self._items(root, root, groups)
+            self.sources.insert(0, (str(root), len(items)))
+            splits = self._group_split(items, {"val": self.val_fraction, "test": self.test_fraction},
+                                       f"the videos of {root}")
+        # shuffled (seeded) so that the data.dev_samples subset, the first items, mixes both classes
+        rng = np.random.default_rng(self.seed)
+        splits = {name: [splits[name][i] for i in rng.permutation(len(splits[name]))] for name in SPLIT_NAMES}
+        counts = {name: class_counts(items) for name, items in splits.items()}
+        self._check_classes(counts, str(root))
+        log.info("videos per split: %s", "; ".join(f"{n}: {describe_counts(c)}" for n, c in counts.items()))
+        return splits
+
+    def item_id(self, item: VideoItem) -> str:
+        root = self.data_root()
+        return str(item.path.relative_to(root)) if item.path.is_relative_to(root) else str(item.path)
+
+    def group_id(self, item: VideoItem) -> str:
+        return item.group
+
+    def heads(self) -> tuple[Head, ...]:
+        return (Head(HEAD, CLASS_NAMES, positive=CLASS_NAMES.index("violent")),)
+
+    def input_spec(self) -> InputSpec:
+        return InputSpec("features", (self.clip_len, self.feature_dim))
+
+    def spec_extras(self) -> dict[str, Any]:
+        # folder names as label_map.json always listed them; the encoder so that a checkpoint says
+        # which features it was trained on
+        folders = {name: CLASS_NAMES[label] for name, label in sorted(self.mapping.items())}
+        return {"folders": folders, "frame_encoder": self.encoder.describe()}
+
+    def prepare_caches(self, root: Path) -> None:
+        """Extract the features of every video of the splits (and the augmented copies of the training
+        videos) on the first rank of this machine, under the cache's file locks; other ranks wait for it."""
+        self.setup()
+        if self._cache is not None and self._cache[0].ready(self._cache[1]) and self.extraction is not None:
+            return  # this process has extracted them already (Lightning calls prepare_data again)
+        cache, plans, _ = self._cache_plan(root)
+        if local_rank() == 0:
+            report = cache.extract(plans, device=self.extract_device, batch_frames=self.extract_batch_frames,
+                                   decode_threads=self.decode_threads, skip_bad_videos=self.skip_bad_videos)
+            self.extraction = report
+            if report.skipped:
+                print(f"features: cache hit for {len(plans)} cop{'y' if len(plans) == 1 else 'ies'} under "
+                      f"{cache.folder} ({report.seconds:.2f} s, extraction skipped)")
+            else:
+                print(f"features: extracted {report.sequences_written} sequences from {report.videos_decoded} "
+                      f"videos in {report.seconds:.1f} s "
+                      f"({report.videos_decoded / max(report.seconds, 1e-9):.2f} videos/s)")
+        else:
+            cache.wait_until_ready(plans)
+        for copy, path in cache.paths(plans).items():
+            entry = (str(path), len(next(p for p in plans if p.copy == copy).rows))
+            if entry not in self.sources:
+                self.sources.append(entry)
+
+    def dataset(self, split: str) -> SequenceDataset:
+        if split not in self.datasets:
+            arrays, entries = self._feature_entries()
+            self.datasets[split] = SequenceDataset(arrays, entries[split], self.clip_len, train=split == "train",
+                                                   tta_crops=self.tta_crops, root=self.data_root())
+        return self.datasets[split]
+
+    # -- splits --------------------------------------------------------------------------------
     def _split_dirs(self, root: Path) -> dict[str, Path]:
         found = {}
         for split, names in SPLIT_NAMES.items():
@@ -311,118 +387,98 @@ class ViolenceDataModule(SuiteDataModule):
                     break
         return found
 
-    def _items(self, folder: Path, root: Path) -> list[VideoItem]:
-        videos = list_class_videos(folder, self.mapping)
-        groups: dict[Path, str] = {}
+    def _groups(self, root: Path) -> dict[Path, str]:
         csv_path = root / self.labels_csv if self.labels_csv else None
-        if csv_path is not None and csv_path.is_file():
-            groups = read_groups(csv_path, root, self.path_column, self.group_column)
-            if (str(csv_path), len(groups)) not in self.sources:
-                self.sources.append((str(csv_path), len(groups)))
+        if csv_path is None or not csv_path.is_file():
+            return {}
+        groups = read_groups(csv_path, root, self.path_column, self.group_column)
+        self.sources.append((str(csv_path), len(groups)))
+        return groups
+
+    def _items(self, folder: Path, root: Path, groups: Mapping[Path, str]) -> list[VideoItem]:
         return [VideoItem(p.resolve(), label, groups.get(p.resolve(), f"video:{p.relative_to(root)}"))
-                for p, label in videos]
+                for p, label in list_class_videos(folder, self.mapping)]
 
-    def _split(self, root: Path) -> dict[str, list[VideoItem]]:
-        self.sources = []
-        dirs = self._split_dirs(root)
-        if dirs:
-            if "train" not in dirs:
-                raise DataError(f"{root} has split folders ({', '.join(p.name for p in dirs.values())}) but no "
-                                "train folder")
-            splits = {name: self._items(folder, root) for name, folder in dirs.items()}
-            for name, folder in dirs.items():
-                self.sources.append((str(folder), len(splits[name])))
-            if "val" not in splits:
-                carved = group_split(splits["train"], {"val": self.val_fraction}, self.seed)
-                splits["train"], splits["val"] = carved["train"], carved["val"]
-            if "test" not in splits:
-                log.warning("no test folder in %s: the evaluated split is the validation split", root)
-                splits["test"] = splits["val"]
-        else:
-            items = self._items(root, root)
-            self.sources.insert(0, (str(root), len(items)))
-            splits = group_split(items, {"val": self.val_fraction, "test": self.test_fraction}, self.seed)
-            if "test" not in splits:
-                splits["test"] = splits["val"]
-        if self.dev_samples:
-            order = np.random.default_rng(self.seed).permutation(len(splits["train"]))
-            splits["train"] = [splits["train"][i] for i in sorted(order[: self.dev_samples])]
-        for name, items in splits.items():
-            if not items:
-                raise DataError(f"the {name} split of {root} is empty")
-        return splits
+    def _group_split(self, items: Sequence[VideoItem], fractions: Mapping[str, float],
+                     what: str) -> dict[str, list[VideoItem]]:
+        """Whole groups to each side (``source_group``: clips of one source video never straddle two
+        splits), stratified by class."""
+        for name, fraction in fractions.items():
+            if fraction <= 0:
+                raise ConfigError(f"data.{name}_fraction is {fraction}, but {what} must give a {name} split "
+                                  f"(no {name} folder): set data.{name}_fraction in (0, 1)")
+        parts = grouped_split(len(items), fractions, self.seed, labels=[it.label for it in items],
+                              groups=[it.group for it in items], what="videos")
+        return {name: [items[i] for i in indices] for name, indices in parts.items()}
 
-    # -- features ------------------------------------------------------------------------
-    def setup(self, stage: str | None = None) -> None:
-        if self.datasets:
-            return
+    @staticmethod
+    def _check_classes(counts: Mapping[str, Mapping[str, int]], where: str) -> None:
+        """A class missing from training cannot be learned: refused. Missing from val or test, the
+        per-class figures of that split mean little: a warning."""
+        for split, per_class in counts.items():
+            missing = [name for name, n in per_class.items() if n == 0]
+            if not missing or not sum(per_class.values()):
+                continue
+            listed = f"videos per class: {describe_counts(per_class)}"
+            if split == "train":
+                raise DataError(f"the train split of {where} has no {' or '.join(repr(m) for m in missing)} videos "
+                                f"({listed}): the classifier cannot learn a class it never sees; add such videos, "
+                                "check data.class_map, or change the split (data.seed, data.val_fraction, "
+                                "data.test_fraction)")
+            warn_on_console(log, f"the {split} split of {where} has no {' or '.join(repr(m) for m in missing)} "
+                                 f"videos ({listed}): its balanced accuracy and per-class accuracies mean little")
+
+    # -- features ------------------------------------------------------------------------------
+    def _cache_plan(self, root: Path) -> tuple[FeatureCache, list[CopyPlan], dict[Path, int]]:
+        """The feature cache of the splits' videos: copy 0 holds every video, copies 1.. the augmented
+        training videos."""
+        if self._cache is None:
+            splits = {name: self.split(name) for name in SPLIT_NAMES}
+            videos = sorted({it.path for items in splits.values() for it in items})
+            index = {p: i for i, p in enumerate(videos)}
+            train_rows = sorted({index[it.path] for it in splits["train"]})
+            plans = [CopyPlan(0, list(range(len(videos))), None)]
+            plans += [CopyPlan(c, train_rows, self.augment) for c in range(1, self.aug_multiplier)]
+            cache = FeatureCache(self.cache_dir, root, videos, self.num_frames, self.encoder, aug_seed=self.seed)
+            self._cache = (cache, plans, index)
+        return self._cache
+
+    def _feature_entries(self) -> tuple[dict[int, MappedFeatures], dict[str, list[tuple[int, int, VideoItem]]]]:
+        """The mapped copies and, per split, the ``(copy, row, video)`` entries whose features exist."""
+        if self._features is not None:
+            return self._features
         root = self.data_root()
-        self.splits = self._split(root)
-        videos = sorted({it.path for items in self.splits.values() for it in items})
-        index = {p: i for i, p in enumerate(videos)}
-        train_rows = sorted({index[it.path] for it in self.splits["train"]})
-        plans = [CopyPlan(0, list(range(len(videos))), None)]
-        plans += [CopyPlan(c, train_rows, self.augment) for c in range(1, self.aug_multiplier)]
-        cache = FeatureCache(self.cache_dir, root, videos, self.num_frames, self.encoder_spec(), aug_seed=self.seed)
-        report = cache.ensure(plans, device=self.extract_device, batch_frames=self.extract_batch_frames,
-                              decode_threads=self.decode_threads, skip_bad_videos=self.skip_bad_videos)
-        self.extraction = report
-        if report.skipped:
-            print(f"features: cache hit for {len(plans)} cop{'y' if len(plans) == 1 else 'ies'} under "
-                  f"{cache.cache_root / 'violence'} ({report.seconds:.2f} s, extraction skipped)")
-        else:
-            print(f"features: extracted {report.sequences_written} sequences from {report.videos_decoded} videos in "
-                  f"{report.seconds:.1f} s ({report.videos_decoded / max(report.seconds, 1e-9):.2f} videos/s)")
-        paths = cache.paths(plans)
-        arrays = {c: MappedFeatures(p, self.release_every) for c, p in paths.items()}
+        cache, plans, index = self._cache_plan(root)
+        if not cache.ready(plans):
+            raise DataError(f"the features of {root} are not extracted yet under {cache.folder}: call the "
+                            "DataModule's prepare_data() before its datasets (train.py and Lightning do)")
+        arrays = {c: MappedFeatures(p, self.release_every) for c, p in cache.paths(plans).items()}
         for arr in arrays.values():
             if arr.shape[2] != self.feature_dim:
-                raise DataError(f"feature cache {arr.path} holds {arr.shape[2]}-d features, data.feature_dim is "
-                                f"{self.feature_dim}")
+                raise DataError(f"feature cache {arr.path} holds {arr.shape[2]}-d features, "
+                                f"{self.encoder.config_key}.feature_dim is {self.feature_dim}")
         done = {p.copy: cache.done_rows(p) for p in plans}
-        bad = {videos[i] for i in range(len(videos)) if not done[0][i]}
-        if bad:
-            log.warning("leaving out %d unreadable video(s): %s", len(bad), ", ".join(str(p) for p in sorted(bad)[:5]))
-        for c, p in paths.items():
-            self.sources.append((str(p), len(arrays[c])))
         row_in_copy = {p.copy: {v: r for r, v in enumerate(p.rows)} for p in plans}
+        unreadable = sorted(p for p, i in index.items() if not done[0][i])
+        if unreadable:
+            warn_on_console(log, f"leaving out {len(unreadable)} unreadable video(s) (data.skip_bad_videos=true): "
+                                 + ", ".join(str(p) for p in unreadable[:5]))
 
-        def entries(items: list[VideoItem], copies: range) -> list[tuple[int, int, VideoItem]]:
+        def entries(split: str, copies: range) -> list[tuple[int, int, VideoItem]]:
             out = []
             for c in copies:
-                for it in items:
+                for it in self.split(split):
                     r = row_in_copy[c][index[it.path]]
                     if done[c][r]:
                         out.append((c, r, it))
             return out
 
-        train_entries = entries(self.splits["train"], range(self.aug_multiplier))
-        self.datasets = {
-            "train": SequenceDataset(arrays, train_entries, self.clip_len, train=True, root=root),
-            "val": SequenceDataset(arrays, entries(self.splits["val"], range(1)), self.clip_len, train=False,
-                                   tta_crops=self.tta_crops, root=root),
-            "test": SequenceDataset(arrays, entries(self.splits["test"], range(1)), self.clip_len, train=False,
-                                    tta_crops=self.tta_crops, root=root),
-        }
-        for name, ds in self.datasets.items():
-            if len(ds) == 0:
+        per_split = {"train": entries("train", range(self.aug_multiplier)),
+                     "val": entries("val", range(1)), "test": entries("test", range(1))}
+        for name, items in per_split.items():
+            if not items:
                 raise DataError(f"the {name} split has no readable videos")
-        counts = {name: np.bincount([it.label for it in items], minlength=2).tolist()
-                  for name, items in self.splits.items()}
-        print("videos per split (non_violent, violent): "
-              + ", ".join(f"{k} {v}" for k, v in counts.items())
-              + f"; training sequences {len(train_entries)} ({self.aug_multiplier}x)")
-
-    def label_map(self) -> dict[str, Any]:
-        folders = {name: CLASS_NAMES[label] for name, label in sorted(self.mapping.items())}
-        return {"class": {name: i for i, name in enumerate(CLASS_NAMES)}, "folders": folders}
-
-    def train_dataloader(self):
-        train = self.datasets["train"]
-        return self.make_loader(train, shuffle=True, drop_last=len(train) > self.batch_size)
-
-    def val_dataloader(self):
-        return self.make_loader(self.datasets["val"])
-
-    def test_dataloader(self):
-        return self.make_loader(self.datasets["test"])
+        self._check_classes({"train": class_counts([it for c, _, it in per_split["train"] if c == 0])},
+                            f"{root} (readable videos)")
+        self._features = (arrays, per_split)
+        return self._features

@@ -1,21 +1,17 @@
-"""Feature cache: keys, skipping, resuming, and clear errors for bad inputs."""
+"""Feature cache: keys, skipping, resuming, locking between processes, and clear errors for bad inputs."""
 
 from __future__ import annotations
 
+import threading
+import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from datamodules.feature_cache import (
-    AugmentSpec,
-    CopyPlan,
-    EncoderSpec,
-    FeatureCache,
-    FrameEncoder,
-    MappedFeatures,
-)
-from datamodules.synthetic import violence as synthetic
+from datamodules.feature_cache import AugmentSpec, CopyPlan, FeatureCache, MappedFeatures
+from datamodules.synthetic.violence import GENERATOR
+from lightning_modules.nets.violence import FrameEncoder
 from suite.errors import ConfigError, DataError
 
 DIM = 6
@@ -23,12 +19,13 @@ DIM = 6
 
 @pytest.fixture(scope="module")
 def videos(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path]]:
-    root = synthetic.generate(tmp_path_factory.mktemp("vids") / "v", {"train": 4}, n_frames=12, size=32, seed=3)
+    root = GENERATOR.ensure(tmp_path_factory.mktemp("vids") / "v", 3, videos={"train": 4}, n_frames=12, size=32)
     return root, sorted(root.rglob("*.mp4"))
 
 
-def spec(backbone: str = "fake", frame_size: int = 16) -> EncoderSpec:
-    return EncoderSpec(backbone, False, None, frame_size, DIM)
+def spec(backbone: str = "fake", frame_size: int = 16) -> FrameEncoder:
+    """Settings only: the cache tests extract with CountingEncoder, so the backbone is never built."""
+    return FrameEncoder(backbone, pretrained=False, frame_size=frame_size, feature_dim=DIM)
 
 
 class CountingEncoder:
@@ -130,24 +127,6 @@ def test_nan_features_are_a_clear_error(tmp_path: Path, videos) -> None:
                                             encoder_factory=lambda: CountingEncoder(nan=True))
 
 
-def test_wrong_feature_dimension_is_a_config_error() -> None:
-    with pytest.raises(ConfigError, match=r"data.feature_dim=100.*gives 256-d"):
-        FrameEncoder(EncoderSpec("test_efficientnet", False, None, 32, 100))
-
-
-def test_tiny_backbone_projects_to_fc7_scale_features() -> None:
-    """The synthetic stand-in for fc7 gives features of fc7's scale: non-negative, sparse, order 1.
-    (At 1e-4, as a logits-initialised head gave, the seed's L2 penalty swamped every signal.)"""
-    enc = FrameEncoder(EncoderSpec("test_efficientnet", False, None, 32, 4096, head_as_projection=True))
-    frames = np.random.default_rng(0).integers(0, 255, (6, 32, 32, 3), dtype=np.uint8)
-    out = enc(frames)
-    assert out.shape == (6, 4096) and np.isfinite(out).all()
-    assert out.min() >= 0.0 and 0.2 < (out == 0).mean() < 0.8
-    assert 0.1 < out.mean() < 5.0 and out.std() > 0.1
-    # different frames give different features
-    assert np.abs(out[0] - out[1]).mean() > 0.01
-
-
 def test_cache_inside_the_data_folder_is_refused(tmp_path: Path, videos) -> None:
     root, paths = videos
     with pytest.raises(ConfigError, match="inside the data folder"):
@@ -170,15 +149,81 @@ def test_mapped_features_release_keeps_values(tmp_path: Path) -> None:
     np.testing.assert_array_equal(clone[4], data[4])
 
 
-def test_building_the_backbone_leaves_the_global_rng_alone() -> None:
-    """A run that extracts and a run that reads the cache must draw the same shuffles and dropout."""
-    import torch
+class SlowEncoder(CountingEncoder):
+    """Records how many extractions run at once."""
 
-    torch.manual_seed(123)
-    expected = torch.rand(3)
-    torch.manual_seed(123)
-    a = FrameEncoder(EncoderSpec("test_efficientnet", False, None, 32, 16, head_as_projection=True), seed=5)
-    assert torch.equal(torch.rand(3), expected)
-    b = FrameEncoder(EncoderSpec("test_efficientnet", False, None, 32, 16, head_as_projection=True), seed=5)
-    frames = np.full((1, 32, 32, 3), 100, np.uint8)
-    np.testing.assert_array_equal(a(frames), b(frames))  # same seed, same random backbone
+    active = 0
+    most = 0
+    guard = threading.Lock()
+
+    def __call__(self, frames: np.ndarray) -> np.ndarray:
+        with SlowEncoder.guard:
+            SlowEncoder.active += 1
+            SlowEncoder.most = max(SlowEncoder.most, SlowEncoder.active)
+        time.sleep(0.05)
+        try:
+            return super().__call__(frames)
+        finally:
+            with SlowEncoder.guard:
+                SlowEncoder.active -= 1
+
+
+def test_two_extractors_never_write_one_copy_at_once(tmp_path: Path, videos) -> None:
+    plans = [CopyPlan(0, list(range(4)), None)]
+    reports = []
+
+    def run() -> None:
+        reports.append(make_cache(tmp_path, videos).extract(plans, progress=False, batch_frames=8,
+                                                            encoder_factory=SlowEncoder))
+
+    threads = [threading.Thread(target=run) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert SlowEncoder.most == 1  # the second waited for the first's lock
+    assert sorted(r.skipped for r in reports) == [False, True]  # ... then found the copy complete
+    assert make_cache(tmp_path, videos).ready(plans)
+
+
+def test_waiting_process_returns_when_the_extractor_is_done(tmp_path: Path, videos) -> None:
+    plans = [CopyPlan(0, list(range(4)), None), CopyPlan(1, [0, 1], AugmentSpec())]
+    cache = make_cache(tmp_path, videos)
+    assert not cache.ready(plans)
+    errors: list[Exception] = []
+
+    def wait() -> None:
+        try:
+            make_cache(tmp_path, videos).wait_until_ready(plans, idle_timeout_s=30, poll_s=0.05)
+        except Exception as err:  # reported below
+            errors.append(err)
+
+    waiter = threading.Thread(target=wait)
+    with cache.locked(plans):  # the extractor has begun: the waiter must not give up nor extract
+        waiter.start()
+        time.sleep(0.3)
+        assert waiter.is_alive()
+        cache.ensure(plans, progress=False, encoder_factory=CountingEncoder)
+    waiter.join(timeout=30)
+    assert not waiter.is_alive() and not errors
+
+
+def test_waiting_without_an_extractor_fails_clearly(tmp_path: Path, videos) -> None:
+    plans = [CopyPlan(0, [0, 1], None)]
+    with pytest.raises(DataError, match="none did"):
+        make_cache(tmp_path, videos).wait_until_ready(plans, idle_timeout_s=0.2, poll_s=0.05)
+    assert not list((tmp_path / "cache").rglob("features.npy"))  # a waiting process writes nothing
+
+
+def test_skipped_bad_videos_still_mark_the_set_ready(tmp_path: Path, videos) -> None:
+    root, paths = videos
+    data = tmp_path / "data"
+    (data / "fight").mkdir(parents=True)
+    (data / "fight" / "good.mp4").write_bytes(paths[0].read_bytes())
+    (data / "fight" / "broken.mp4").write_bytes(b"not a video" * 10)
+    cache = FeatureCache(tmp_path / "cache", data, sorted((data / "fight").iterdir()), 8, spec())
+    plans = [CopyPlan(0, [0, 1], None)]
+    report = cache.extract(plans, progress=False, skip_bad_videos=True, encoder_factory=CountingEncoder)
+    assert len(report.bad_videos) == 1
+    # the copy is not complete (one row missing), yet waiting ranks must not wait for it forever
+    assert cache.ready(plans) and cache.done_rows(plans[0]).tolist() == [False, True]  # broken, good

@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 
 from callbacks import ClassGap
 from callbacks.early_decision import EarlyDecision
+from suite.contracts import StepOutput
 
 CONF = Path(__file__).resolve().parents[1] / "conf" / "callbacks" / "violence.yaml"
 
@@ -36,7 +37,7 @@ def preset_class_gap() -> ClassGap:
 def run_gap(cb: ClassGap, preds: list[int], target: list[int]) -> tuple[SimpleNamespace, MagicMock]:
     tr, mod = trainer(), module()
     cb.on_validation_epoch_start(tr, mod)
-    cb.on_validation_batch_end(tr, mod, {"preds": torch.tensor(preds), "target": torch.tensor(target)}, None, 0)
+    cb.on_validation_batch_end(tr, mod, StepOutput(preds=torch.tensor(preds), target=torch.tensor(target)), None, 0)
     cb.on_validation_epoch_end(tr, mod)
     return tr, mod
 
@@ -145,3 +146,15 @@ def test_early_decision_ignores_epochs_that_predict_everything_violent() -> None
     assert cb.best == pytest.approx(65.0) and cb.decision == "stop" and trainers[-1].should_stop
     node = OmegaConf.load(CONF).early_decision
     assert node.max_gap == 25.0 and node.by_epoch == 20 and node.threshold == 70.0
+
+
+@pytest.mark.parametrize("experiment", ["violence_failed", "violence_optimal"])
+def test_preset_callbacks_get_the_step_outputs_they_need(experiment: str, make_cfg) -> None:
+    """Checked before any data is read: every callback of the presets finds its fields in the module's
+    step outputs, and the selection metric is one the module logs."""
+    from suite.training import build_callbacks, check_task_contract, instantiate
+
+    cfg = make_cfg([f"experiment={experiment}", "model.pretrained=false"])
+    callbacks = build_callbacks(cfg)
+    assert {"class_gap", "tensorboard_panels", "prediction_collapse", "prediction_writer"} <= set(callbacks)
+    check_task_contract(cfg, instantiate(cfg.model), callbacks)

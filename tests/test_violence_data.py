@@ -1,4 +1,5 @@
-"""Violence DataModule: layouts, class mapping, group split, windows, synthetic generator."""
+"""Violence DataModule: layouts, class mapping, grouped split, spec, windows, extraction on one rank,
+synthetic generator, former keys."""
 
 from __future__ import annotations
 
@@ -10,92 +11,138 @@ import numpy as np
 import pytest
 import torch
 
-from datamodules.synthetic import violence as synthetic
+from datamodules.synthetic.violence import GENERATOR, NONVIOLENT_FOLDER, VIOLENT_FOLDER
 from datamodules.video import probe_video, read_frames, uniform_indices
-from datamodules.violence import VideoItem, ViolenceDataModule, group_split
+from datamodules.violence import ViolenceDataModule
+from lightning_modules.nets.violence import FrameEncoder
 from suite.errors import ConfigError, DataError
 
-SMALL = {"num_frames": 8, "clip_len": 6, "tta_crops": 3, "feature_dim": 32, "synthetic_frame_size": 32,
-         "aug_multiplier": 2, "batch_size": 4}
+SMALL = {"num_frames": 8, "clip_len": 6, "tta_crops": 3, "aug_multiplier": 2, "batch_size": 4}
+
+
+def tiny_encoder(feature_dim: int) -> FrameEncoder:
+    return FrameEncoder("test_efficientnet", pretrained=False, frame_size=32, feature_dim=feature_dim)
 
 
 @pytest.fixture(scope="module")
 def flat_root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return synthetic.generate(tmp_path_factory.mktemp("flat") / "v", {"all": 24}, n_frames=12, size=32,
-                              layout="flat", group_size=3, seed=1)
+    return GENERATOR.ensure(tmp_path_factory.mktemp("flat") / "v", 1, videos={"all": 24}, n_frames=12, size=32,
+                            layout="flat", group_size=3)
 
 
 def module_for(root: Path | None, tmp_path: Path, shared: Path | None = None, **kw) -> ViolenceDataModule:
-    args = dict(SMALL, backbone="test_efficientnet", frame_size=32, cache_dir=str(tmp_path / "cache"),
-                synthetic_dir=str((shared or tmp_path) / "synthetic"), synthetic_videos={"train": 8, "val": 4,
-                                                                                          "test": 4})
+    # the flat synthetic clips are tiny: the tiny backbone's pooled features (256-d) are the features
+    args = dict(SMALL, frame_encoder=tiny_encoder(256), cache_dir=str(tmp_path / "cache"),
+                synthetic_frame_encoder=tiny_encoder(32).replace(projection=True),
+                synthetic_dir=str((shared or tmp_path) / "synthetic"),
+                synthetic_videos={"train": 8, "val": 4, "test": 4})
     args.update(kw)
-    if root is not None:
-        # the flat synthetic clips are tiny: the tiny backbone's head gives feature_dim values
-        args["feature_dim"] = 256
     return ViolenceDataModule(root=str(root) if root else None, **args)
 
 
+def ready(dm: ViolenceDataModule) -> ViolenceDataModule:
+    dm.prepare_data()
+    dm.setup("fit")
+    return dm
+
+
 def test_synthetic_classes_differ_in_motion(tmp_path: Path) -> None:
-    root = synthetic.generate(tmp_path / "s", {"train": 8}, n_frames=16, size=48, seed=0)
+    root = GENERATOR.ensure(tmp_path / "s", 0, videos={"train": 8}, n_frames=16, size=48)
 
     def motion(path: Path) -> float:
         info = probe_video(path)
         frames = read_frames(path, uniform_indices(info.num_frames, 16)).astype(np.float32)
         return float(np.abs(np.diff(frames, axis=0)).mean())
 
-    violent = [motion(p) for p in (root / "train" / synthetic.VIOLENT_FOLDER).glob("*.mp4")]
-    calm = [motion(p) for p in (root / "train" / synthetic.NONVIOLENT_FOLDER).glob("*.mp4")]
+    violent = [motion(p) for p in (root / "train" / VIOLENT_FOLDER).glob("*.mp4")]
+    calm = [motion(p) for p in (root / "train" / NONVIOLENT_FOLDER).glob("*.mp4")]
     assert len(violent) == 4 and len(calm) == 4
     assert min(violent) > max(calm)
 
 
-def test_synthetic_class_balance_is_configurable(tmp_path: Path) -> None:
-    root = synthetic.generate(tmp_path / "s", {"train": 10}, violent_fraction=0.3, n_frames=4, size=16)
-    assert len(list((root / "train" / synthetic.VIOLENT_FOLDER).glob("*.mp4"))) == 3
-    assert len(list((root / "train" / synthetic.NONVIOLENT_FOLDER).glob("*.mp4"))) == 7
+def test_synthetic_class_balance_and_bad_parameters(tmp_path: Path) -> None:
+    root = GENERATOR.ensure(tmp_path / "s", 0, videos={"train": 10}, violent_fraction=0.3, n_frames=4, size=16)
+    assert len(list((root / "train" / VIOLENT_FOLDER).glob("*.mp4"))) == 3
+    assert len(list((root / "train" / NONVIOLENT_FOLDER).glob("*.mp4"))) == 7
+    with pytest.raises(ConfigError, match="layout must be 'split' or 'flat'"):
+        GENERATOR.ensure(tmp_path / "bad", 0, videos={"train": 2}, layout="nested")
+    with pytest.raises(ConfigError, match="unknown parameter"):
+        GENERATOR.ensure(tmp_path / "bad", 0, frames=3)
 
 
-def test_group_split_keeps_groups_on_one_side_and_is_seeded() -> None:
-    items = [VideoItem(Path(f"/v/{g}_{i}.mp4"), (g + i) % 2, f"g{g}") for g in range(10) for i in range(4)]
-    a = group_split(items, {"val": 0.2, "test": 0.2}, seed=7)
-    b = group_split(items, {"val": 0.2, "test": 0.2}, seed=7)
-    c = group_split(items, {"val": 0.2, "test": 0.2}, seed=8)
-    groups = {name: {it.group for it in split} for name, split in a.items()}
-    assert not (groups["train"] & groups["val"]) and not (groups["train"] & groups["test"])
-    assert not (groups["val"] & groups["test"])
-    assert sum(len(v) for v in a.values()) == len(items)
-    assert len(a["val"]) == 8 and len(a["test"]) == 8
-    assert a == b and a != c
-    assert all({it.label for it in split} == {0, 1} for split in a.values())
-
-
-def test_group_split_needs_enough_groups() -> None:
-    items = [VideoItem(Path(f"/v/{i}.mp4"), i % 2, "same") for i in range(6)]
-    with pytest.raises(DataError, match="at least 3 groups"):
-        group_split(items, {"val": 0.2, "test": 0.2}, seed=0)
-
-
-def test_flat_layout_split_by_source_group(flat_root: Path, tmp_path: Path) -> None:
+def test_flat_layout_grouped_stratified_seeded_split(flat_root: Path, tmp_path: Path) -> None:
     dm = module_for(flat_root, tmp_path)
-    dm.prepare_data()
     dm.setup("fit")
-    groups = {name: {it.group for it in items} for name, items in dm.splits.items()}
+    groups = {name: {it.group for it in dm.split(name)} for name in ("train", "val", "test")}
     assert groups["train"].isdisjoint(groups["val"]) and groups["train"].isdisjoint(groups["test"])
     assert groups["val"].isdisjoint(groups["test"])
     assert all(g.startswith("cam") for g in groups["train"])
-    assert sum(len(v) for v in dm.splits.values()) == 24
-    assert len(dm.datasets["train"]) == 2 * len(dm.splits["train"])  # clean + one augmented copy
+    assert sum(len(dm.split(n)) for n in ("train", "val", "test")) == 24
+    assert all({it.label for it in dm.split(n)} == {0, 1} for n in ("train", "val", "test"))  # stratified
+    again = module_for(flat_root, tmp_path)
+    other = module_for(flat_root, tmp_path, seed=5)
+    assert again.split_ids() == dm.split_ids() and other.split_ids() != dm.split_ids()
+    ids = dm.split_ids()
+    assert set(ids) == {"train", "val", "test", "groups"}
+    assert not set(ids["train"]) & set(ids["test"]) and not set(ids["val"]) & set(ids["test"])
+    assert sorted(ids["groups"]["test"]) == sorted(groups["test"])
     listed = [path for path, _ in dm.manifests_used()]
     assert str(flat_root / "labels.csv") in listed
-    assert not any(str(flat_root) in p and "cache" in p for p in listed)
+
+
+def test_spec_heads_input_and_extras(flat_root: Path, tmp_path: Path) -> None:
+    dm = ready(module_for(flat_root, tmp_path))
+    spec = dm.spec()
+    assert spec.task == "violence"
+    head = spec.head("class")
+    assert head.classes == ("non_violent", "violent") and head.positive == 1
+    assert spec.input.kind == "features" and spec.input.shape == (6, 256)
+    assert spec.extras["frame_encoder"]["backbone"] == "test_efficientnet"
+    assert spec.label_map()["class"] == {"non_violent": 0, "violent": 1}
+    assert spec.split_sizes == {name: len(dm.split(name)) for name in ("train", "val", "test")}
+    # every cache file read is listed with its rows (clean copy: all videos; augmented: training videos)
+    caches = [(p, n) for p, n in spec.sources if p.endswith("features.npy")]
+    assert sorted(n for _, n in caches) == sorted([24, len(dm.split("train"))])
+    assert not any(str(flat_root) in p for p, _ in caches)
+
+
+def test_too_few_groups_is_a_data_error(flat_root: Path, tmp_path: Path) -> None:
+    root = tmp_path / "onegroup"
+    shutil.copytree(flat_root, root)
+    rows = list(csv.DictReader(open(root / "labels.csv")))
+    with open(root / "labels.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+        writer.writeheader()
+        writer.writerows({**row, "source_group": "cam"} for row in rows)
+    with pytest.raises(DataError, match="need at least 3 groups"):
+        module_for(root, tmp_path).setup()
+
+
+def test_training_without_a_class_is_refused_naming_split_and_counts(tmp_path: Path) -> None:
+    root = GENERATOR.ensure(tmp_path / "s", 0, videos={"train": 6, "val": 4, "test": 4}, n_frames=8, size=32)
+    shutil.rmtree(root / "train" / VIOLENT_FOLDER)
+    with pytest.raises(DataError, match=r"the train split of .* has no 'violent' videos "
+                                        r"\(videos per class: non_violent 3, violent 0\)"):
+        module_for(root, tmp_path).setup()
+
+
+def test_split_folders_without_test_hold_the_test_out_of_train(tmp_path: Path) -> None:
+    root = GENERATOR.ensure(tmp_path / "s", 0, videos={"train": 20, "val": 4}, n_frames=8, size=32)
+    dm = module_for(root, tmp_path, test_fraction=0.25)
+    dm.setup()
+    train, val, test = (set(dm.split_ids()[n]) for n in ("train", "val", "test"))
+    assert len(train) + len(test) == 20 and len(val) == 4 and len(test) == 5
+    assert all(i.startswith("train/") for i in test) and not train & test
+    assert any("test_fraction=0.25 held out" in path for path, _ in dm.manifests_used())
+    with pytest.raises(ConfigError, match="data.test_fraction is 0"):
+        module_for(root, tmp_path, test_fraction=0.0).setup()
 
 
 def test_windows_jitter_in_training_and_tta_crops_at_eval(flat_root: Path, tmp_path: Path) -> None:
-    dm = module_for(flat_root, tmp_path)
-    dm.setup("fit")
+    dm = ready(module_for(flat_root, tmp_path))
     torch.manual_seed(0)
-    train = dm.datasets["train"]
+    train = dm.dataset("train")
+    assert len(train) == 2 * len(dm.split("train"))  # clean + one augmented copy
     item = train[0]
     assert item["features"].shape == (6, 256) and item["label"] in (0, 1)
     starts = set()
@@ -104,30 +151,33 @@ def test_windows_jitter_in_training_and_tta_crops_at_eval(flat_root: Path, tmp_p
         window = train[0]["features"]
         starts.update(s for s in range(3) if torch.equal(window, full[s:s + 6]))
     assert starts == {0, 1, 2}  # every window position occurs: temporal jitter
-    val = dm.datasets["val"][0]
+    val = dm.dataset("val")[0]
     assert val["tta"].shape == (3, 6, 256)
-    assert torch.equal(val["tta"][0], val["tta"][0]) and torch.equal(val["features"], val["tta"][1])
+    assert torch.equal(val["features"], val["tta"][1])  # the centre crop is the plain window
+    assert val["item_id"] in dm.split_ids()["val"]
+    batch = next(iter(dm.val_dataloader()))
+    assert set(batch) == {"features", "tta", "label", "item_id", "group"}
 
 
 def test_class_folders_map_by_config(flat_root: Path, tmp_path: Path) -> None:
     root = tmp_path / "renamed"
     shutil.copytree(flat_root, root)
-    (root / synthetic.VIOLENT_FOLDER).rename(root / "aggression")
-    (root / synthetic.NONVIOLENT_FOLDER).rename(root / "calm")
+    (root / VIOLENT_FOLDER).rename(root / "aggression")
+    (root / NONVIOLENT_FOLDER).rename(root / "calm")
     rows = list(csv.DictReader(open(root / "labels.csv")))
     with open(root / "labels.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=list(rows[0]))
         writer.writeheader()
         for row in rows:
             folder, name = row["path"].split("/")
-            row["path"] = ("aggression" if folder == synthetic.VIOLENT_FOLDER else "calm") + "/" + name
+            row["path"] = ("aggression" if folder == VIOLENT_FOLDER else "calm") + "/" + name
             writer.writerow(row)
     with pytest.raises(DataError, match="class folder .*aggression.* not in data.class_map"):
         module_for(root, tmp_path).setup()
     dm = module_for(root, tmp_path, class_map={"violent": ["aggression"], "non_violent": ["calm"]})
     dm.setup()
     assert dm.label_map()["folders"] == {"aggression": "violent", "calm": "non_violent"}
-    labels = {it.path.parent.name: it.label for items in dm.splits.values() for it in items}
+    labels = {it.path.parent.name: it.label for n in ("train", "val", "test") for it in dm.split(n)}
     assert labels == {"aggression": 1, "calm": 0}
 
 
@@ -152,40 +202,84 @@ def test_labels_csv_row_naming_a_missing_video(flat_root: Path, tmp_path: Path) 
 def test_unreadable_video_in_the_data_is_named(flat_root: Path, tmp_path: Path) -> None:
     root = tmp_path / "corrupt"
     shutil.copytree(flat_root, root)
-    victim = sorted((root / synthetic.VIOLENT_FOLDER).glob("*.mp4"))[0]
+    victim = sorted((root / VIOLENT_FOLDER).glob("*.mp4"))[0]
     victim.write_bytes(b"\x00garbage" * 50)
     with pytest.raises(DataError, match=victim.name):
-        module_for(root, tmp_path).setup()
-    dm = module_for(root, tmp_path, skip_bad_videos=True)
-    dm.setup()
-    names = {it[2].path.name for ds in dm.datasets.values() for it in ds.items}
+        ready(module_for(root, tmp_path))
+    dm = ready(module_for(root, tmp_path, skip_bad_videos=True))
+    names = {it[2].path.name for split in ("train", "val", "test") for it in dm.dataset(split).items}
     assert victim.name not in names and len(names) == 23
 
 
-def test_synthetic_default_split_folders_and_dev_samples(tmp_path: Path, shared_data_dir: Path) -> None:
-    dm = module_for(None, tmp_path, shared_data_dir, dev_samples=3)
-    dm.prepare_data()
-    dm.setup()
-    assert len(dm.splits["train"]) == 3 and len(dm.splits["val"]) == 4 and len(dm.splits["test"]) == 4
-    assert len(dm.datasets["train"]) == 6
+def test_synthetic_default_extracts_once_then_reads_the_cache(tmp_path: Path, shared_data_dir: Path) -> None:
+    dm = ready(module_for(None, tmp_path, shared_data_dir, dev_samples=6))
+    assert sum(len(dm.split(n)) for n in ("train", "val", "test")) == 6  # data.dev_samples over all splits
+    assert {it.label for it in dm.split("train")} == {0, 1}
     batch = next(iter(dm.train_dataloader()))
     assert batch["features"].shape[1:] == (6, 32)
     assert not dm.extraction.skipped
-    again = module_for(None, tmp_path, shared_data_dir, dev_samples=3)
-    again.setup()
+    dm.prepare_data()  # Lightning calls it again: nothing more to do, the report is kept
+    assert not dm.extraction.skipped
+    again = ready(module_for(None, tmp_path, shared_data_dir, dev_samples=6))
     assert again.extraction.skipped  # the second run of the same data reads the cache only
-    assert len(again.datasets["train"]) == len(dm.datasets["train"])
+    assert len(again.dataset("train")) == len(dm.dataset("train"))
+
+
+class NeverLoaded(FrameEncoder):
+    def load(self, device: str = "auto", batch_frames: int = 256) -> FrameEncoder:
+        raise AssertionError("this process must not build the frame encoder")
+
+    def replace(self, **changes) -> FrameEncoder:
+        return NeverLoaded(**{**self.settings(), **changes})
+
+
+def test_only_the_first_rank_extracts_the_others_read(flat_root: Path, tmp_path: Path, monkeypatch) -> None:
+    import datamodules.feature_cache as feature_cache
+
+    monkeypatch.setattr(feature_cache, "IDLE_WAIT_S", 0.3)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    waiting = module_for(flat_root, tmp_path, frame_encoder=NeverLoaded("test_efficientnet", pretrained=False,
+                                                                         frame_size=32, feature_dim=256))
+    with pytest.raises(DataError, match="none did"):  # nobody extracted: rank 1 does not either
+        waiting.prepare_data()
+    assert not list((tmp_path / "cache").rglob("features.npy"))
+    monkeypatch.setenv("LOCAL_RANK", "0")
+    first = ready(module_for(flat_root, tmp_path))
+    assert not first.extraction.skipped
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    other = ready(module_for(flat_root, tmp_path, frame_encoder=NeverLoaded("test_efficientnet", pretrained=False,
+                                                                             frame_size=32, feature_dim=256)))
+    assert other.extraction is None  # waited for the finished cache, extracted nothing
+    np.testing.assert_array_equal(other.dataset("val")[0]["features"], first.dataset("val")[0]["features"])
+    assert other.spec().sources == first.spec().sources
+
+
+def test_datasets_before_extraction_are_a_clear_error(flat_root: Path, tmp_path: Path) -> None:
+    dm = module_for(flat_root, tmp_path)
+    dm.setup()
+    with pytest.raises(DataError, match="call the DataModule's prepare_data"):
+        dm.dataset("train")
+
+
+def test_former_encoder_keys_still_apply_with_a_warning(flat_root: Path, tmp_path: Path, capsys) -> None:
+    dm = module_for(flat_root, tmp_path, backbone="resnet18", frame_size=112, feature_dim=512, pretrained=False,
+                    synthetic_frame_size=48)
+    assert (dm.frame_encoder.backbone, dm.frame_encoder.frame_size, dm.frame_encoder.feature_dim) == \
+        ("resnet18", 112, 512)
+    assert not dm.frame_encoder.pretrained
+    assert (dm.synthetic_frame_encoder.frame_size, dm.synthetic_frame_encoder.feature_dim) == (48, 512)
+    out = capsys.readouterr().out
+    assert "data.backbone is deprecated: set data.frame_encoder.backbone" in out
+    assert "data.synthetic_frame_size is deprecated: set data.synthetic_frame_encoder.frame_size" in out
 
 
 def test_nan_in_the_cache_is_reported_when_read(flat_root: Path, tmp_path: Path) -> None:
-    dm = module_for(flat_root, tmp_path)
-    dm.setup()
-    copy, row, video = dm.datasets["val"].items[0]
-    path = dm.datasets["val"].arrays[copy].path
+    dm = ready(module_for(flat_root, tmp_path))
+    copy, row, video = dm.dataset("val").items[0]
+    path = dm.dataset("val").arrays[copy].path
     arr = np.load(path, mmap_mode="r+")
     arr[row, 0, 0] = np.nan
     arr.flush()
-    fresh = module_for(flat_root, tmp_path)
-    fresh.setup()
+    fresh = ready(module_for(flat_root, tmp_path))
     with pytest.raises(DataError, match=rf"NaN/inf features for .*{video.path.name}"):
-        fresh.datasets["val"][0]
+        fresh.dataset("val")[0]

@@ -1,18 +1,21 @@
 """Violence networks: the hand-written LSTM matches nn.LSTM, recurrent dropout acts only on the
-recurrent path and only in training, residual/attention shapes, parameter counts."""
+recurrent path and only in training, residual/attention shapes, parameter counts; the frame encoder."""
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
 from torch import nn
 
 from lightning_modules.nets.violence import (
+    FrameEncoder,
     HybridBiLSTM,
     RecurrentDropoutBiLSTM,
     StackedBiLSTM,
     parameter_count,
 )
+from suite.errors import ConfigError, UserError
 
 
 def test_lstm_without_dropout_matches_torch_bidirectional_lstm() -> None:
@@ -119,3 +122,67 @@ def test_backward_reaches_every_parameter(cls) -> None:
     net(torch.randn(3, 6, 32)).sum().backward()
     missing = [n for n, p in net.named_parameters() if p.grad is None]
     assert not missing
+
+
+def tiny_encoder(feature_dim: int = 16, **kw) -> FrameEncoder:
+    return FrameEncoder("test_efficientnet", pretrained=False, frame_size=32, feature_dim=feature_dim,
+                        projection=True, **kw)
+
+
+def test_frame_encoder_is_built_only_when_loaded() -> None:
+    enc = FrameEncoder()  # VGG16 with ImageNet weights: constructing it must not touch the hub
+    assert enc.model is None
+    assert enc.describe() == {"backbone": "vgg16", "pretrained": True, "weights": None, "frame_size": 224,
+                              "feature_dim": 4096, "projection": False}
+
+
+def test_wrong_feature_dimension_names_the_encoder_key() -> None:
+    enc = FrameEncoder("test_efficientnet", pretrained=False, frame_size=32, feature_dim=100)
+    with pytest.raises(ConfigError, match=r"data.frame_encoder.feature_dim=100.*gives 256-d"):
+        enc.load("cpu")
+    other = enc.replace(config_key="data.synthetic_frame_encoder")
+    with pytest.raises(ConfigError, match=r"data.synthetic_frame_encoder.feature_dim=100"):
+        other.load("cpu")
+
+
+def test_missing_weights_name_the_encoder_keys(tmp_path) -> None:
+    enc = FrameEncoder("test_efficientnet", weights=str(tmp_path / "nope.pth"), frame_size=32, feature_dim=256)
+    with pytest.raises(UserError, match=r"data.frame_encoder.weights: file not found"):
+        enc.load("cpu")
+
+
+def test_cache_key_of_a_pretrained_backbone_is_unchanged() -> None:
+    """Caches extracted with a pretrained backbone before the encoder became a config node stay valid."""
+    assert FrameEncoder(seed=1).key_fields() == {
+        "backbone": "vgg16", "pretrained": True, "weights": None, "frame_size": 224, "feature_dim": 4096,
+        "head_as_projection": False, "projection_version": 2}
+    assert FrameEncoder(seed=1).key_fields() == FrameEncoder(seed=2).key_fields()
+    # random weights depend on the seed: so does the key
+    assert tiny_encoder(seed=1).key_fields() != tiny_encoder(seed=2).key_fields()
+
+
+def test_tiny_backbone_projects_to_fc7_scale_features() -> None:
+    """The synthetic stand-in for fc7 gives features of fc7's scale: non-negative, sparse, order 1.
+    (At 1e-4, as a logits-initialised head gave, the seed's L2 penalty swamped every signal.)"""
+    enc = tiny_encoder(4096).load("cpu")
+    frames = np.random.default_rng(0).integers(0, 255, (6, 32, 32, 3), dtype=np.uint8)
+    out = enc(frames)
+    assert out.shape == (6, 4096) and np.isfinite(out).all()
+    assert out.min() >= 0.0 and 0.2 < (out == 0).mean() < 0.8
+    assert 0.1 < out.mean() < 5.0 and out.std() > 0.1
+    # different frames give different features
+    assert np.abs(out[0] - out[1]).mean() > 0.01
+
+
+def test_building_the_backbone_leaves_the_global_rng_alone() -> None:
+    """A run that extracts and a run that reads the cache must draw the same shuffles and dropout."""
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    a = tiny_encoder(seed=5).load("cpu")
+    assert torch.equal(torch.rand(3), expected)
+    b = tiny_encoder(seed=5).load("cpu")
+    frames = np.full((1, 32, 32, 3), 100, np.uint8)
+    np.testing.assert_array_equal(a(frames), b(frames))  # same seed, same random backbone
+    c = tiny_encoder(seed=6).load("cpu")
+    assert not np.array_equal(a(frames), c(frames))

@@ -11,11 +11,13 @@ Layouts:
 - ``split``: ``root/<split>/<class>/*.mp4`` for the splits in ``videos`` (e.g. train/val/test);
 - ``flat``: ``root/<class>/*.mp4`` plus ``labels.csv`` (``path,label,source_group``), where a
   group is one simulated camera (same background) — the layout of the real surveillance clips.
+
+``python -m datamodules.synthetic violence OUT [--seed N] [layout=flat] ['videos={train: 8}']``
+writes one; the DataModule uses :data:`GENERATOR` for its default data.
 """
 
 from __future__ import annotations
 
-import argparse
 import csv
 from collections.abc import Mapping
 from pathlib import Path
@@ -23,7 +25,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from datamodules.synthetic.common import ensure_generated, params_key
+from datamodules.synthetic.common import SyntheticDataset
 from datamodules.video import write_mp4
 
 VIOLENT_FOLDER = "Violence"
@@ -107,79 +109,54 @@ def _labels(rng: np.random.Generator, count: int, violent_fraction: float) -> li
     return labels
 
 
-def generate(
-    out_dir: str | Path,
-    videos: Mapping[str, int] | None = None,
-    violent_fraction: float = 0.5,
-    n_frames: int = 32,
-    size: int = 64,
-    fps: int = 15,
-    layout: str = "split",
-    group_size: int = 4,
-    seed: int = 0,
-) -> Path:
-    """Write the dataset (cached by parameters). ``videos`` maps split name to count; the flat
-    layout writes the sum of the counts without split folders."""
-    videos = dict(videos or {"train": 32, "val": 12, "test": 12})
+def write(
+    folder: Path,
+    seed: int,
+    videos: Mapping[str, int],
+    violent_fraction: float,
+    n_frames: int,
+    size: int,
+    fps: int,
+    layout: str,
+    group_size: int,
+) -> None:
+    """Fill ``folder``. ``videos`` maps split name to count; the flat layout writes the sum of the
+    counts without split folders."""
+    from suite.errors import ConfigError
+
     if layout not in ("split", "flat"):
-        raise ValueError(f"layout must be 'split' or 'flat', got {layout!r}")
+        raise ConfigError(f"synthetic violence data: layout must be 'split' or 'flat', got {layout!r}")
     if not 0.0 <= violent_fraction <= 1.0:
-        raise ValueError(f"violent_fraction must be in [0, 1], got {violent_fraction}")
-    params = {"task": "violence", "videos": videos, "violent_fraction": violent_fraction, "n_frames": n_frames,
-              "size": size, "fps": fps, "layout": layout, "group_size": group_size, "seed": seed, "version": 2}
-
-    def _write(tmp: Path) -> None:
-        rng = np.random.default_rng(seed)
-        if layout == "split":
-            for split, count in videos.items():
-                for i, violent in enumerate(_labels(rng, count, violent_fraction)):
-                    folder = tmp / split / (VIOLENT_FOLDER if violent else NONVIOLENT_FOLDER)
-                    folder.mkdir(parents=True, exist_ok=True)
-                    write_mp4(folder / f"{split}_{i:04d}.mp4", make_video(rng, violent, n_frames, size), fps)
-            return
-        rows = []
-        labels = _labels(rng, sum(videos.values()), violent_fraction)
-        background = None
-        for i, violent in enumerate(labels):
-            if i % group_size == 0:
-                background = _background(rng, size)
-            folder_name = VIOLENT_FOLDER if violent else NONVIOLENT_FOLDER
-            (tmp / folder_name).mkdir(exist_ok=True)
-            rel = f"{folder_name}/clip_{i:04d}.mp4"
-            write_mp4(tmp / rel, make_video(rng, violent, n_frames, size, background), fps)
-            rows.append({"path": rel, "label": folder_name, "source_group": f"cam{i // group_size:02d}"})
-        with open(tmp / "labels.csv", "w", newline="") as f:
-            writer = csv.DictWriter(f, fieldnames=["path", "label", "source_group"])
-            writer.writeheader()
-            writer.writerows(rows)
-
-    return ensure_generated(out_dir, params, _write)
+        raise ConfigError(f"synthetic violence data: violent_fraction must be in [0, 1], got {violent_fraction}")
+    rng = np.random.default_rng(seed)
+    if layout == "split":
+        for split, count in videos.items():
+            for i, violent in enumerate(_labels(rng, int(count), violent_fraction)):
+                target = folder / split / (VIOLENT_FOLDER if violent else NONVIOLENT_FOLDER)
+                target.mkdir(parents=True, exist_ok=True)
+                write_mp4(target / f"{split}_{i:04d}.mp4", make_video(rng, violent, n_frames, size), fps)
+        return
+    rows = []
+    background = None
+    for i, violent in enumerate(_labels(rng, sum(int(c) for c in videos.values()), violent_fraction)):
+        if i % group_size == 0:
+            background = _background(rng, size)  # one simulated camera per group
+        folder_name = VIOLENT_FOLDER if violent else NONVIOLENT_FOLDER
+        (folder / folder_name).mkdir(exist_ok=True)
+        rel = f"{folder_name}/clip_{i:04d}.mp4"
+        write_mp4(folder / rel, make_video(rng, violent, n_frames, size, background), fps)
+        rows.append({"path": rel, "label": folder_name, "source_group": f"cam{i // group_size:02d}"})
+    with open(folder / "labels.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["path", "label", "source_group"])
+        writer.writeheader()
+        writer.writerows(rows)
 
 
-def default_dir(base: str | Path, videos: Mapping[str, int], violent_fraction: float, layout: str,
-                seed: int) -> Path:
-    key = params_key({"videos": dict(videos), "violent": violent_fraction, "layout": layout, "seed": seed})
-    return Path(base) / f"violence-{key}"
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description="Write synthetic violence videos (root/<split>/<class>/*.mp4, "
-                                                 "or root/<class>/*.mp4 + labels.csv with --layout flat).")
-    parser.add_argument("out", type=Path)
-    parser.add_argument("--train", type=int, default=32)
-    parser.add_argument("--val", type=int, default=12)
-    parser.add_argument("--test", type=int, default=12)
-    parser.add_argument("--violent-fraction", type=float, default=0.5)
-    parser.add_argument("--frames", type=int, default=32)
-    parser.add_argument("--size", type=int, default=64)
-    parser.add_argument("--layout", choices=["split", "flat"], default="split")
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    videos = {"train": args.train, "val": args.val, "test": args.test}
-    path = generate(args.out, videos, args.violent_fraction, args.frames, args.size, layout=args.layout,
-                    seed=args.seed)
-    print(f"wrote {sum(videos.values())} videos to {path}")
-
-
-if __name__ == "__main__":
-    main()
+GENERATOR = SyntheticDataset(
+    "violence", write,
+    defaults={"videos": {"train": 32, "val": 12, "test": 12}, "violent_fraction": 0.5, "n_frames": 32,
+              "size": 64, "fps": 15, "layout": "split", "group_size": 4},
+    version=2,
+    description="clips of fast colliding blobs (violent) or slowly drifting ones (non-violent): "
+                "<split>/<class>/*.mp4, or with layout=flat <class>/*.mp4 + labels.csv (source_group = camera)",
+)

@@ -10,14 +10,177 @@ Recurrent dropout is Keras's (Gal & Ghahramani's variational dropout): one mask 
 applied to the hidden state h_{t-1} before it enters the hidden-to-hidden product at every step.
 ``nn.LSTM(dropout=...)`` only drops between layers and cuDNN offers no hook inside the recurrence,
 so the LSTM step loop is written here (both directions advance together in one batched matmul).
+
+- :class:`FrameEncoder` — the per-frame CNN whose features the sequence models read (seed: VGG16
+  fc7, 4096-d). The DataModule receives it from the config (``data.frame_encoder``), runs it once per
+  video and caches the features; it is built only when something is left to extract.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
 
+import numpy as np
 import torch
 from torch import nn
+
+from suite.errors import ConfigError, UserError
+
+# bumped when the synthetic fc7 stand-in changes, so that caches of the old one are not reused
+PROJECTION_VERSION = 2
+
+
+def _with_fc7_like_projection(model: nn.Module, feature_dim: int) -> nn.Module:
+    """A stand-in for VGG16 fc7 on top of a tiny random backbone: ReLU(W norm(x)), W He-initialised.
+
+    A tiny random backbone pools features around 1e-3, and a timm classifier head is initialised for
+    logits; together they gave features around 1e-4, far below fc7's scale (order 1), so the seed's L2
+    penalty swamped every signal. Normalising the pooled vector and a variance-keeping projection
+    give sparse non-negative features of order 1, like fc7's.
+    """
+    projection = nn.Linear(model.num_features, feature_dim)
+    nn.init.kaiming_normal_(projection.weight, nonlinearity="relu")
+    nn.init.zeros_(projection.bias)
+    return nn.Sequential(model, nn.LayerNorm(model.num_features, elementwise_affine=False), projection, nn.ReLU())
+
+
+class FrameEncoder:
+    """A timm backbone in eval mode: uint8 RGB frames ``[N, H, W, 3]`` -> float32 features ``[N, D]``.
+
+    ``backbone`` is any timm model, made with ``num_classes=0`` so that its output is the pre-logits
+    feature (fc7 for ``vgg16``); ``feature_dim`` must be that size. ``pretrained`` takes the ImageNet
+    weights from the hub, ``weights`` from a local file. ``projection`` adds a fixed random fc7-like
+    projection to ``feature_dim`` values (the synthetic default's tiny backbone). Random weights
+    (no pretrained weights, or a projection) are drawn from ``seed``.
+
+    Constructing one is free: the network is built by :meth:`load`, which the feature cache calls only
+    when something is left to extract, so a run that reads its cache never loads the backbone.
+    ``config_key`` names the config node in error messages.
+    """
+
+    def __init__(
+        self,
+        backbone: str = "vgg16",
+        pretrained: bool = True,
+        weights: str | None = None,
+        frame_size: int = 224,
+        feature_dim: int = 4096,
+        projection: bool = False,
+        seed: int = 0,
+        config_key: str = "data.frame_encoder",
+    ):
+        if frame_size < 8:
+            raise ConfigError(f"{config_key}.frame_size must be >= 8 pixels, got {frame_size}")
+        if feature_dim < 1:
+            raise ConfigError(f"{config_key}.feature_dim must be >= 1, got {feature_dim}")
+        self.backbone = str(backbone)
+        self.pretrained = bool(pretrained)
+        self.weights = str(weights) if weights else None
+        self.frame_size = int(frame_size)
+        self.feature_dim = int(feature_dim)
+        self.projection = bool(projection)
+        self.seed = int(seed)
+        self.config_key = config_key
+        self.model: nn.Module | None = None
+        self.device = torch.device("cpu")
+        self.batch_frames = 256
+
+    def settings(self) -> dict[str, Any]:
+        return {"backbone": self.backbone, "pretrained": self.pretrained, "weights": self.weights,
+                "frame_size": self.frame_size, "feature_dim": self.feature_dim, "projection": self.projection,
+                "seed": self.seed, "config_key": self.config_key}
+
+    def replace(self, **changes: Any) -> FrameEncoder:
+        """A copy with some settings changed (the network is not copied: it is built on demand)."""
+        return FrameEncoder(**{**self.settings(), **changes})
+
+    @property
+    def random_init(self) -> bool:
+        """True when some weights are drawn at random (then ``seed`` decides the features)."""
+        return self.projection or not (self.pretrained or self.weights)
+
+    def describe(self) -> dict[str, Any]:
+        """What decides the features, JSON-able: kept in the data spec (and so in checkpoints)."""
+        out: dict[str, Any] = {"backbone": self.backbone, "pretrained": self.pretrained,
+                               "weights": Path(self.weights).name if self.weights else None,
+                               "frame_size": self.frame_size, "feature_dim": self.feature_dim,
+                               "projection": self.projection}
+        if self.random_init:
+            out["seed"] = self.seed
+        return out
+
+    def key_fields(self) -> dict[str, Any]:
+        """The feature cache's key. Field names and values of a pretrained backbone are those of
+        earlier versions, so their caches stay valid; a weights file counts with its size and time."""
+        fields: dict[str, Any] = {"backbone": self.backbone, "pretrained": self.pretrained, "weights": self.weights,
+                                  "frame_size": self.frame_size, "feature_dim": self.feature_dim,
+                                  "head_as_projection": self.projection, "projection_version": PROJECTION_VERSION}
+        if self.weights:
+            path = Path(self.weights).expanduser()
+            stat = path.stat() if path.is_file() else None
+            fields["weights"] = [str(path.resolve()), stat.st_size if stat else None,
+                                 stat.st_mtime_ns if stat else None]
+        if self.random_init:
+            fields["init_seed"] = self.seed
+        return fields
+
+    def load(self, device: str = "auto", batch_frames: int = 256) -> FrameEncoder:
+        """Build the network (once) on ``device`` (``auto``: a GPU when there is one) and check its
+        output size against ``feature_dim``."""
+        from suite.backbones import create_timm_model
+
+        self.device = torch.device("cuda" if device == "auto" and torch.cuda.is_available() else
+                                   ("cpu" if device == "auto" else device))
+        self.batch_frames = max(1, int(batch_frames))
+        if self.model is None:
+            # Random weights are fixed by the seed so that the cache key means something; the global
+            # generator is left untouched, so a run that extracts and a run that reads the cache train alike.
+            with torch.random.fork_rng(devices=[]):
+                torch.manual_seed(self.seed)
+                try:
+                    model = create_timm_model(self.backbone, pretrained=self.pretrained, weights=self.weights,
+                                              num_classes=0)
+                except UserError as err:
+                    # the shared helper names the model's keys; here the frame encoder's are meant
+                    message = str(err)
+                    for key in ("backbone", "pretrained", "weights"):
+                        message = message.replace(f"model.{key}", f"{self.config_key}.{key}")
+                    raise UserError(message) from None
+                cfg = getattr(model, "pretrained_cfg", {}) or {}
+                if self.projection:
+                    model = _with_fc7_like_projection(model, self.feature_dim)
+            self.model = model.eval()
+            mean, std = cfg.get("mean", (0.485, 0.456, 0.406)), cfg.get("std", (0.229, 0.224, 0.225))
+            self._mean = torch.tensor(mean).view(1, 3, 1, 1) * 255.0
+            self._std = torch.tensor(std).view(1, 3, 1, 1) * 255.0
+        self.model.to(self.device)
+        probe = self(np.zeros((1, self.frame_size, self.frame_size, 3), np.uint8))
+        if probe.shape[1] != self.feature_dim:
+            raise ConfigError(
+                f"{self.config_key}.feature_dim={self.feature_dim}, but backbone '{self.backbone}' at "
+                f"{self.frame_size}px gives {probe.shape[1]}-d features; set {self.config_key}.feature_dim="
+                f"{probe.shape[1]} (the sequence network's input follows it)"
+            )
+        return self
+
+    def __call__(self, frames: np.ndarray) -> np.ndarray:
+        if self.model is None:
+            self.load()
+        assert self.model is not None
+        mean, std = self._mean.to(self.device), self._std.to(self.device)
+        out = []
+        with torch.inference_mode():
+            for start in range(0, len(frames), self.batch_frames):
+                x = torch.from_numpy(np.ascontiguousarray(frames[start:start + self.batch_frames]))
+                x = (x.to(self.device).permute(0, 3, 1, 2).float() - mean) / std
+                out.append(self.model(x).float().cpu().numpy())
+        return np.concatenate(out)
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{k}={v!r}" for k, v in self.settings().items() if k != "config_key")
+        return f"FrameEncoder({shown})"
 
 
 class RecurrentDropoutBiLSTM(nn.Module):
