@@ -7,11 +7,14 @@ Heavy libraries (torch, lightning, timm) are imported inside the task function, 
 from __future__ import annotations
 
 import os
+import sys
+from pathlib import Path
 
 import hydra
 from omegaconf import DictConfig
 
 os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
+CONF_DIR = Path(__file__).resolve().parent / "conf"
 
 
 @hydra.main(version_base="1.3", config_path="conf", config_name="train")
@@ -28,4 +31,8 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    main()
+    from suite.config_check import check_group_overrides
+    from suite.errors import run_cli
+
+    # experiment=<typo> and experiment=[a,b] are refused before Hydra composes (or half-merges) anything.
+    run_cli(main, before=lambda: check_group_overrides(sys.argv[1:], CONF_DIR))
