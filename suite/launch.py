@@ -21,6 +21,7 @@ from typing import Any
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
 from suite import gpu_slots
+from suite.config_check import sweep_errors, validate_config
 from suite.errors import ConfigError, UserError
 from suite.run_dir import RunDir, guard_run_dir, guard_sweep_dir, keep_previous_hydra_config
 
@@ -124,6 +125,46 @@ def check_launch(trainer_cfg: DictConfig, hydra_cfg: DictConfig | None) -> None:
         raise ConfigError(
             f"SLURM DDP: trainer.devices={n} GPUs per node but hydra.launcher.gpus_per_node={gpus}."
         )
+
+
+def visible_gpus(accelerator: str) -> int:
+    """How many devices of ``accelerator`` (gpu, cuda or mps) this process sees, counted as Lightning does."""
+    from lightning.fabric.accelerators.cuda import num_cuda_devices
+    from lightning.fabric.accelerators.mps import MPSAccelerator
+
+    if accelerator == "mps" or (accelerator == "gpu" and MPSAccelerator.is_available()):
+        return 1 if MPSAccelerator.is_available() else 0
+    return num_cuda_devices()
+
+
+def check_accelerator(trainer_cfg: DictConfig) -> None:
+    """``trainer.accelerator=gpu`` (cuda, mps) needs such a device here: refused before anything is built,
+    where Lightning would fail only at the trainer, after the data and model modules."""
+    accelerator = str(trainer_cfg.get("accelerator", "auto")).lower()
+    if accelerator not in GPU_ACCELERATORS | {"mps"}:
+        return
+    found = visible_gpus(accelerator)
+    if found == 0:
+        visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+        note = f" (CUDA_VISIBLE_DEVICES={visible!r})" if visible is not None else ""
+        raise ConfigError(
+            f"trainer.accelerator={accelerator}: no GPU visible to this process{note}; use trainer=cpu "
+            "(or trainer.accelerator=auto, which takes a GPU when there is one), or run on a machine with a GPU."
+        )
+    devices = trainer_cfg.get("devices", 1)
+    wanted = device_count(devices)
+    if wanted is not None and wanted > found:
+        raise ConfigError(
+            f"trainer.devices={devices}: {wanted} GPUs asked for, {found} visible to this process; "
+            f"set trainer.devices={found} (or -1 for all of them)."
+        )
+
+
+def _sweep_overrides(hydra_cfg: DictConfig) -> list[str]:
+    """The sweep as overrides: the command line's and a preset's ``hydra.sweeper.params``."""
+    task = [str(o) for o in OmegaConf.select(hydra_cfg, "overrides.task", default=None) or []]
+    params = OmegaConf.select(hydra_cfg, "sweeper.params", default=None) or {}
+    return task + [f"{key}={value}" for key, value in params.items()]
 
 
 def _swept_values(hydra_cfg: DictConfig, key: str) -> list[str]:
@@ -277,6 +318,7 @@ def _fit_progress_bar_to_output(cfg: DictConfig, hydra_cfg: DictConfig | None) -
 def prepare_job(cfg: DictConfig) -> DictConfig:
     """Called by ``suite.training.train`` before anything is built; returns the config to use."""
     hydra_cfg = hydra_config()
+    check_accelerator(cfg.trainer)
     check_launch(cfg.trainer, hydra_cfg)
     if launcher_kind(hydra_cfg) == SLURM:
         check_slurm_tasks(cfg)
@@ -351,6 +393,13 @@ class LaunchChecks(_HydraCallback):
         trainer_cfg = config.trainer
         try:
             guard_sweep_dir(Path(str(OmegaConf.select(config, "hydra.sweep.dir"))), config)
+            # Config values every job shares, and each swept value, are refused once before any job starts.
+            validate_config(config)
+            errors = sweep_errors(_sweep_overrides(hydra_cfg))
+            if errors:
+                raise ConfigError("invalid sweep:\n  - " + "\n  - ".join(errors))
+            if launcher_kind(hydra_cfg) == LOCAL:  # SLURM jobs run elsewhere: they check their own GPUs
+                check_accelerator(trainer_cfg)
             check_launch(trainer_cfg, hydra_cfg)
             # A sweep over trainer.devices is checked value by value.
             for value in _swept_values(hydra_cfg, "trainer.devices"):

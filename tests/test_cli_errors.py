@@ -3,10 +3,13 @@
 from __future__ import annotations
 
 import math
+import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
 
+import lightning as L
 import pytest
 import torch
 
@@ -16,10 +19,10 @@ from suite.training import train
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def run_cli(*args: str) -> subprocess.CompletedProcess:
+def run_cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     return subprocess.run([sys.executable, "train.py", *args], cwd=ROOT, capture_output=True, text=True,
                           timeout=300, env={"NO_ALBUMENTATIONS_UPDATE": "1", "HF_HUB_OFFLINE": "1",
-                                            "PATH": "/usr/bin:/bin"})
+                                            "PATH": "/usr/bin:/bin", **(env or {})})
 
 
 def test_empty_data_folder_exits_2_naming_the_folder(tmp_path: Path) -> None:
@@ -106,3 +109,77 @@ def test_sweep_into_a_dir_with_finished_jobs_is_refused(tmp_path: Path) -> None:
     assert proc.returncode == 2, proc.stderr[-1000:]
     assert "already holds 1 finished job(s) (0)" in proc.stderr
     assert not (sweep_dir / "1").exists() and not (sweep_dir / "multirun.yaml").exists()
+
+
+# --- config values: exit 2 naming the key, before any data is read ------------------------------
+def test_out_of_range_values_exit_2_naming_each_key_before_data_is_read(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    proc = run_cli("selection_mode=maximum", "data.batch_size=0", "data.num_workers=-1", "trainer.max_epochs=-1",
+                   f"paths.data_dir={data_dir}", f"hydra.run.dir={tmp_path / 'run'}")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    for message in ("'selection_mode' must be min or max, got 'maximum'", "'data.batch_size' must be > 0, got 0",
+                    "'data.num_workers' must be >= 0, got -1", "'trainer.max_epochs' must be >= 1, got -1"):
+        assert message in proc.stderr
+    assert "Traceback" not in proc.stderr and "report it" not in proc.stderr
+    assert not data_dir.exists()  # the synthetic data was not even generated
+
+
+def test_unknown_experiment_exits_2_listing_the_experiments(tmp_path: Path) -> None:
+    proc = run_cli("experiment=segmentaion", f"hydra.run.dir={tmp_path / 'run'}")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "experiment=segmentaion: there is no experiment 'segmentaion' (did you mean 'segmentation'?)" in proc.stderr
+    assert "intravideo, intravideo_boosted, lego_color" in proc.stderr
+    assert not (tmp_path / "run").exists()  # refused before Hydra wrote anything
+
+
+def test_a_list_of_experiments_is_refused_not_merged(tmp_path: Path) -> None:
+    proc = run_cli("experiment=[segmentation,lego_part]", f"hydra.run.dir={tmp_path / 'run'}")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "experiment=[segmentation,lego_part]: pick one experiment" in proc.stderr
+    assert "python train.py -m experiment=segmentation,lego_part" in proc.stderr
+
+
+def test_gpu_accelerator_without_a_visible_gpu_exits_2(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    proc = run_cli("trainer.accelerator=gpu", f"paths.data_dir={data_dir}", f"hydra.run.dir={tmp_path / 'run'}",
+                   env={"CUDA_VISIBLE_DEVICES": ""})
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "trainer.accelerator=gpu: no GPU visible to this process (CUDA_VISIBLE_DEVICES='')" in proc.stderr
+    assert "use trainer=cpu" in proc.stderr and not data_dir.exists()
+
+
+def test_a_value_refused_by_a_constructor_exits_2_naming_its_key(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    proc = run_cli("experiment=violence_optimal", "callbacks.class_gap.warn=30", "model.pretrained=false",
+                   f"paths.data_dir={data_dir}", f"paths.cache_dir={tmp_path / 'cache'}",
+                   f"hydra.run.dir={tmp_path / 'run'}")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "error: callbacks.class_gap: ClassGap: warn (30) must not exceed critical (25.0)" in proc.stderr
+    assert not data_dir.exists()
+
+
+def test_a_sweep_over_a_bad_value_is_refused_before_any_job(tmp_path: Path) -> None:
+    sweep_dir = tmp_path / "sweep"
+    proc = run_cli("-m", "data.batch_size=0,4", f"paths.data_dir={tmp_path / 'data'}", f"hydra.sweep.dir={sweep_dir}")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "invalid sweep:\n  - 'data.batch_size' must be > 0, got 0" in proc.stderr
+    assert not (sweep_dir / "0").exists() and not (sweep_dir / "1").exists()
+
+
+# --- Ctrl-C ------------------------------------------------------------------------------------
+class InterruptAtFirstBatch(L.Callback):
+    """Ctrl-C during fit: Lightning catches the KeyboardInterrupt itself and calls sys.exit(1)."""
+
+    def on_train_batch_start(self, *args: object) -> None:
+        os.kill(os.getpid(), signal.SIGINT)
+
+
+@pytest.mark.parametrize("multirun", [False, True], ids=["run", "multirun"])
+def test_ctrl_c_during_fit_exits_130(tmp_path: Path, multirun: bool) -> None:
+    launch = ["-m", "seed=1", f"hydra.sweep.dir={tmp_path / 'sweep'}"] if multirun else \
+        [f"hydra.run.dir={tmp_path / 'run'}"]
+    proc = run_cli(*launch, "debug=fast", "data.synthetic_images=24", "data.synthetic_size=64", "model.log_images=0",
+                   f"paths.data_dir={tmp_path / 'data'}",
+                   "+callbacks.interrupt._target_=tests.test_cli_errors.InterruptAtFirstBatch")
+    assert proc.returncode == 130, proc.stderr[-2000:]
+    assert proc.stderr.rstrip().endswith("interrupted")
