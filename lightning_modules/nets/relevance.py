@@ -1,17 +1,25 @@
-"""Relevance task networks: a timm encoder shared by both phases.
+"""Relevance task networks and the one region/alert rule of training, evaluation and serving.
 
-- :class:`ContrastiveNet` (phase 1): encoder -> global pooling -> projection -> unit-length embedding.
-- :class:`RelevanceNet` (phase 2): the same encoder + a U-Net decoder up to the input resolution
-  (the seed's 32x32 head is why its IoU was 0) -> relevance logits [N, 1, H, W].
+- :class:`ContrastiveNet` (phase 1): a timm encoder -> global pooling -> projection -> unit-length
+  embedding. Its encoder is built like :class:`~lightning_modules.nets.segmentation.UNet`'s, so it
+  loads into phase 2's.
+- Phase 2 is the suite's :class:`~lightning_modules.nets.segmentation.UNet` with one output channel:
+  relevance logits ``[N, 1, H, W]`` at the input resolution (the seed's 32x32 head is why its IoU
+  was 0).
+- :func:`event_relevance` + :func:`decide_regions`: the relevance map of an event (max over its
+  sampled frames) and the per-region decision (mean relevance inside a motion region above the
+  threshold -> relevant; any relevant region -> alert). The test step and ``deploy/relevance.py``
+  both call these, so what is scored is what is served.
 
-The phase-1 encoder travels between runs as a small file (:func:`save_encoder` /
-:func:`load_encoder`) holding the backbone name with the weights, so a file of another
+The phase-1 encoder travels between runs as a small payload (:func:`encoder_payload`, written by
+the run's ArtifactWriter) holding the backbone name with the weights, so a file of another
 architecture is refused with a message instead of a shape error.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -19,17 +27,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from lightning_modules.nets.segmentation import UNetDecoder
-from suite.backbones import create_timm_model
+from lightning_modules.nets.segmentation import UNet, timm_encoder
 from suite.errors import UserError
 
 ENCODER_FORMAT = "vision-suite/relevance-encoder/v1"
 NET_FORMAT = "vision-suite/relevance-net/v1"
 
-
-def _encoder(backbone: str, pretrained: bool, weights: str | None, in_channels: int, depth: int) -> nn.Module:
-    return create_timm_model(backbone, pretrained=pretrained, weights=weights, features_only=True,
-                             in_chans=in_channels, out_indices=tuple(range(depth)))
+#: earlier runs' configs name the phase-2 net ``RelevanceNet``; it is the shared UNet (same weights layout)
+RelevanceNet = UNet
 
 
 class ContrastiveNet(nn.Module):
@@ -39,7 +44,7 @@ class ContrastiveNet(nn.Module):
                  in_channels: int = 3, encoder_depth: int = 5, embedding_dim: int = 128):
         super().__init__()
         self.config = {"backbone": backbone, "in_channels": in_channels, "encoder_depth": encoder_depth}
-        self.encoder = _encoder(backbone, pretrained, weights, in_channels, encoder_depth)
+        self.encoder = timm_encoder(backbone, pretrained, weights, in_channels, encoder_depth)
         channels = self.encoder.feature_info.channels()[-1]
         self.projection = nn.Sequential(nn.Linear(channels, channels), nn.ReLU(inplace=True),
                                         nn.Linear(channels, embedding_dim))
@@ -49,32 +54,30 @@ class ContrastiveNet(nn.Module):
         return F.normalize(self.projection(pooled), dim=1)
 
 
-class RelevanceNet(nn.Module):
-    """``forward(images [N, 3, H, W]) -> logits [N, 1, H, W]`` at the input resolution."""
-
-    def __init__(self, backbone: str = "resnet18", pretrained: bool = False, weights: str | None = None,
-                 in_channels: int = 3, encoder_depth: int = 5,
-                 decoder_channels: Sequence[int] = (128, 64, 48, 32, 16)):
-        super().__init__()
-        self.config = {"backbone": backbone, "in_channels": in_channels, "encoder_depth": encoder_depth,
-                       "decoder_channels": list(decoder_channels)}
-        self.encoder = _encoder(backbone, pretrained, weights, in_channels, encoder_depth)
-        self.decoder = UNetDecoder(self.encoder.feature_info.channels(), list(decoder_channels))
-        self.head = nn.Conv2d(self.decoder.out_channels, 1, kernel_size=1)
-
-    def forward(self, images: torch.Tensor) -> torch.Tensor:
-        return self.head(self.decoder(self.encoder(images), images.shape[-2:]))
+def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
 
 
-def save_encoder(net: nn.Module, path: str | Path) -> None:
-    import io
+def encoder_payload(net: nn.Module) -> dict[str, Any]:
+    """The phase-1 hand-over (``checkpoints/contrastive.pth``): backbone facts + encoder weights."""
+    return {"format": ENCODER_FORMAT, **net.config, "state_dict": _cpu_state(net.encoder)}
 
-    from suite.io import atomic_write_bytes
 
-    buffer = io.BytesIO()
-    torch.save({"format": ENCODER_FORMAT, **net.config,
-                "state_dict": {k: v.detach().cpu() for k, v in net.encoder.state_dict().items()}}, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
+def net_payload(net: UNet, **facts: Any) -> dict[str, Any]:
+    """A phase-2 net file (``segmentation.pth``; with ``facts`` such as image size and thresholds,
+    ``complete.pth``): architecture, weights and what serving needs to decide like the test did."""
+    return {"format": NET_FORMAT, **net.config, "state_dict": _cpu_state(net), **facts}
+
+
+def net_from_payload(payload: dict[str, Any], source: str | Path) -> UNet:
+    """The phase-2 net of a :func:`net_payload` file (files of earlier runs have no ``num_classes``)."""
+    if payload.get("format") != NET_FORMAT:
+        raise UserError(f"{source} is not a relevance net file (segmentation.pth or complete.pth of a "
+                        "relevance_segmentation run)")
+    keys = ("backbone", "in_channels", "num_classes", "decoder_channels", "encoder_depth")
+    net = UNet(**{k: payload[k] for k in keys if k in payload})
+    net.load_state_dict(payload["state_dict"])
+    return net
 
 
 def _encoder_state(payload: dict[str, Any], path: Path) -> tuple[dict[str, torch.Tensor], str | None]:
@@ -116,10 +119,52 @@ def load_encoder(net: nn.Module, path: str | Path) -> None:
     net.encoder.load_state_dict(state)
 
 
+# -- the decision rule -------------------------------------------------------------------------
+def event_relevance(net: nn.Module, frames: torch.Tensor) -> torch.Tensor:
+    """Relevance ``[h, w]`` in [0, 1] of one event: the max over its preprocessed frames ``[T, 3, h, w]``
+    (an object is relevant if it is relevant in any of them)."""
+    with torch.no_grad():
+        return torch.sigmoid(net(frames)).amax(dim=0)[0]
+
+
+def resize_relevance(prob: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """``prob [h, w]`` bilinearly resized to ``size`` (height, width): regions are scored at the frames'
+    size, so a small region never vanishes as it would if the region labels were shrunk instead."""
+    if tuple(prob.shape[-2:]) == tuple(size):
+        return prob
+    return F.interpolate(prob[None, None].float(), size=tuple(size), mode="bilinear", align_corners=False)[0, 0]
+
+
 def region_scores(prob: torch.Tensor, labels: torch.Tensor, region_ids: Sequence[int]) -> list[float]:
-    """Mean relevance probability inside each region (``labels == id``) of one event."""
-    flat_p, flat_l = prob.reshape(-1).float(), labels.reshape(-1).long()
+    """Mean relevance inside each region (``labels == id``) of one event, ``prob`` resized to ``labels``."""
+    flat_l = labels.reshape(-1).long().cpu()
+    flat_p = resize_relevance(prob.float().cpu(), tuple(labels.shape[-2:])).reshape(-1)
     n = int(max(region_ids, default=0)) + 1
-    sums = torch.zeros(n).index_add_(0, flat_l.clamp(max=n - 1).cpu(), flat_p.cpu())
-    counts = torch.bincount(flat_l.clamp(max=n - 1).cpu(), minlength=n).float()
+    index = flat_l.clamp(min=0, max=n - 1)
+    sums = torch.zeros(n).index_add_(0, index, flat_p)
+    counts = torch.bincount(index, minlength=n).float()
     return [float(sums[i] / counts[i]) if counts[i] > 0 else 0.0 for i in region_ids]
+
+
+@dataclass(frozen=True)
+class RegionDecision:
+    """Per-region scores and relevant flags of one event, and its alert (any relevant region)."""
+
+    scores: list[float]
+    relevant: list[bool]
+
+    @property
+    def alert(self) -> bool:
+        return any(self.relevant)
+
+    @property
+    def event_score(self) -> float:
+        """The highest region score: the event alerts exactly when it exceeds the threshold."""
+        return max(self.scores, default=0.0)
+
+
+def decide_regions(prob: torch.Tensor, labels: torch.Tensor, region_ids: Sequence[int],
+                   threshold: float) -> RegionDecision:
+    """The rule: a region is relevant when its mean relevance is above ``threshold``."""
+    scores = region_scores(prob, labels, region_ids)
+    return RegionDecision(scores=scores, relevant=[s > threshold for s in scores])

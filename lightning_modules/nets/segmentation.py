@@ -16,6 +16,14 @@ from torch import nn
 from suite.backbones import create_timm_model
 
 
+def timm_encoder(backbone: str, pretrained: bool = False, weights: str | None = None, in_channels: int = 3,
+                 depth: int = 5) -> nn.Module:
+    """The feature pyramid (``depth`` stages) of a timm backbone: the encoder of :class:`UNet`, and of any
+    net whose encoder must load into a UNet's (the relevance task's contrastive phase)."""
+    return create_timm_model(backbone, pretrained=pretrained, weights=weights, features_only=True,
+                             in_chans=in_channels, out_indices=tuple(range(depth)))
+
+
 def _conv_block(in_ch: int, out_ch: int) -> nn.Sequential:
     return nn.Sequential(
         nn.Conv2d(in_ch, out_ch, 3, padding=1, bias=False),
@@ -56,7 +64,11 @@ class UNetDecoder(nn.Module):
 
 
 class UNet(nn.Module):
-    """``forward(images [N, C, H, W]) -> logits [N, classes, H, W]``."""
+    """``forward(images [N, C, H, W]) -> logits [N, classes, H, W]``.
+
+    ``config`` holds the constructor's architecture arguments, so a weights file saved with it can
+    rebuild the same net (``UNet(**config)``) without the run's Hydra config.
+    """
 
     def __init__(
         self,
@@ -69,10 +81,9 @@ class UNet(nn.Module):
         encoder_depth: int = 5,
     ):
         super().__init__()
-        self.encoder = create_timm_model(
-            backbone, pretrained=pretrained, weights=weights, features_only=True,
-            in_chans=in_channels, out_indices=tuple(range(encoder_depth)),
-        )
+        self.config = {"backbone": backbone, "in_channels": in_channels, "num_classes": num_classes,
+                       "decoder_channels": list(decoder_channels), "encoder_depth": encoder_depth}
+        self.encoder = timm_encoder(backbone, pretrained, weights, in_channels, encoder_depth)
         channels = self.encoder.feature_info.channels()
         self.decoder = UNetDecoder(channels, decoder_channels)
         self.head = nn.Conv2d(self.decoder.out_channels, num_classes, kernel_size=1)
