@@ -3,23 +3,30 @@
 A camera folder holding ``input/`` (a long CDnet-style sequence) is cut into events of
 ``event_frames`` frames; their motion masks use the background of the whole sequence (a few
 frames do not tell a standing person from the background). ``cameras`` keeps only some cameras,
-``max_sequences`` a seeded sample of events (null = all). Two modes:
+``max_sequences`` a seeded sample of events (null = all). :class:`RelevanceEventsBase` finds the
+events and splits them (the same split for both phases: it depends only on the events and the
+seed); one DataModule per phase reads them:
 
-- ``contrastive``: triplets (anchor frame, positive = another frame of the same event,
-  negative = a frame of another event);
-- ``segmentation``: a frame and its motion mask (the pseudo-label), at ``image_size``.
-  With ``labels_csv`` (``event_id,relevant``) the masks of events labelled 0 become empty, so
-  the network learns that their motion is irrelevant (supervised fine-tuning).
+- :class:`RelevanceContrastiveDataModule` (phase 1): triplets (anchor frame, positive = another
+  frame of the same event, negative = a frame of another event);
+- :class:`RelevanceSegmentationDataModule` (phase 2): a frame and its motion mask (the
+  pseudo-label), at ``image_size``. With ``labels_csv`` (``event_id,relevant``) and ``use_labels``
+  the masks of events labelled 0 become empty, so the network learns that their motion is
+  irrelevant (supervised fine-tuning). Test items are whole events (sampled frames, motion
+  regions, and the ground truth written by the synthetic generator when present) for
+  region-level and alert scoring.
 
-Test items are whole events (sampled frames, motion regions, and the ground truth written by the
-synthetic generator when present) for region-level and alert scoring. Without ``root`` the
-synthetic dataset is generated (datamodules/synthetic/relevance.py).
+:func:`preprocess_frame` is the one frame preprocessing of evaluation and serving
+(``deploy/relevance.py``); training adds augmentation in front of the same steps. Without
+``root`` the synthetic dataset is generated (datamodules/synthetic/relevance.py).
 """
 
 from __future__ import annotations
 
 import csv
+import warnings
 from dataclasses import dataclass, field
+from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -32,13 +39,18 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from datamodules.augment import seeded_call
-from datamodules.base import SuiteDataModule, existing_folder
+from datamodules.base import SuiteDataModule
+from datamodules.grouped_split import grouped_split
 from datamodules.images import image_size as header_size
 from datamodules.images import list_images, read_image, read_mask
 from datamodules.motion import MotionCache, MotionDetector, MotionResult, read_frames
-from datamodules.synthetic import relevance as synthetic
+from datamodules.synthetic.common import SyntheticDataset
+from datamodules.synthetic.relevance import GENERATOR
 from suite.backbones import IMAGENET_MEAN, IMAGENET_STD
-from suite.errors import DataError
+from suite.contracts import Head, InputSpec
+from suite.errors import ConfigError, DataError
+
+PHASES = ("contrastive", "segmentation")
 
 REGION_TRUTH_OVERLAP = 0.3  # share of a region's pixels on a relevant object that makes it relevant
 
@@ -116,15 +128,44 @@ def check_event_frames(event: Event) -> None:
                         f"{p2} is {s2[0]}x{s2[1]}")
 
 
-def _transform(size: int, train: bool, augment: bool) -> A.Compose:
+# -- preprocessing: one definition for training, evaluation and serving ---------------------------
+def frame_transform(size: int, augment: bool = False) -> A.Compose:
+    """Resize to ``size`` x ``size``, (augmentation,) ImageNet normalisation, CHW tensor.
+
+    Without ``augment`` this is exactly :func:`preprocess_frame`; training puts its random ops
+    between the resize and the normalisation, so the network always sees the same value range.
+    """
     ops: list[Any] = [A.Resize(height=size, width=size)]
-    if train and augment:
+    if augment:
         ops += [A.HorizontalFlip(p=0.5),
                 A.RandomBrightnessContrast(brightness_limit=0.15, contrast_limit=0.15, p=0.5)]
     ops += [A.Normalize(mean=IMAGENET_MEAN, std=IMAGENET_STD), ToTensorV2()]
     return A.Compose(ops)
 
 
+@lru_cache(maxsize=8)
+def _eval_transform(size: int) -> A.Compose:
+    return frame_transform(size, augment=False)
+
+
+def preprocess_frame(image: np.ndarray, size: int) -> torch.Tensor:
+    """One RGB uint8 frame ``[H, W, 3]`` -> the network's input ``[3, size, size]`` (float32)."""
+    return _eval_transform(size)(image=image)["image"]
+
+
+def preprocess_frames(frames: np.ndarray, size: int) -> torch.Tensor:
+    """``[T, H, W, 3]`` RGB uint8 frames -> ``[T, 3, size, size]``, each by :func:`preprocess_frame`."""
+    return torch.stack([preprocess_frame(frame, size) for frame in frames])
+
+
+def sample_frames(count: int, wanted: int) -> np.ndarray:
+    """Indices of the frames of an event that are scored: up to ``wanted`` spread evenly over ``count``,
+    always with the middle one (its motion mask is the pixel-level target of the test)."""
+    spread = np.linspace(0, count - 1, max(1, min(count, wanted))).round().astype(int)
+    return np.unique(np.append(spread, count // 2))
+
+
+# -- datasets -------------------------------------------------------------------------------
 class TripletDataset(Dataset):
     """Item i: anchor and positive from event i, negative from any other event.
 
@@ -159,7 +200,8 @@ class TripletDataset(Dataset):
             return seeded_call(self.transform, image=read_image(path))["image"]
 
         return {"anchor": load(event.frames[a]), "positive": load(event.frames[p]),
-                "negative": load(self.events[neg].frames[nf]), "event": index, "negative_event": neg}
+                "negative": load(self.events[neg].frames[nf]), "event_id": event.event_id,
+                "negative_event_id": self.events[neg].event_id, "camera": event.camera}
 
 
 class MaskDataset(Dataset):
@@ -181,31 +223,27 @@ class MaskDataset(Dataset):
         if self.use_labels and event.relevant == 0:
             mask = np.zeros_like(mask)
         out = seeded_call(self.transform, image=read_image(event.frames[k]), mask=mask)
-        return {"image": out["image"], "mask": out["mask"][None].float(), "index": index}
+        return {"image": out["image"], "mask": out["mask"][None].float(), "event_id": event.event_id}
 
 
 class EventDataset(Dataset):
-    """A whole event for scoring: up to ``frames_per_event`` frames, regions and truth."""
+    """A whole event for scoring: up to ``frames_per_event`` preprocessed frames, its motion regions
+    with their label image at the frames' size, and the truth when the data has it."""
 
     def __init__(self, events: list[Event], motion: list[MotionResult], size: int, frames_per_event: int):
         self.events, self.motion, self.size = events, motion, size
         self.frames_per_event = frames_per_event
-        self.transform = _transform(size, train=False, augment=False)
 
     def __len__(self) -> int:
         return len(self.events)
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         event, result = self.events[index], self.motion[index]
-        n = len(event.frames)
-        middle = n // 2
-        # the middle frame is always scored: its motion mask is the pixel-level target
-        picks = np.unique(np.append(np.linspace(0, n - 1, min(n, self.frames_per_event)).round().astype(int), middle))
-        frames = torch.stack([self.transform(image=read_image(event.frames[k]))["image"] for k in picks])
+        middle = len(event.frames) // 2
+        picks = sample_frames(len(event.frames), self.frames_per_event)
+        frames = preprocess_frames(read_frames([event.frames[k] for k in picks]), self.size)
         h, w = result.labels.shape
         sx, sy = self.size / w, self.size / h
-        labels = cv2.resize(result.labels.astype(np.int32).astype(np.float32), (self.size, self.size),
-                            interpolation=cv2.INTER_NEAREST).astype(np.int64)
         truth = read_mask(event.truth) > 127 if event.truth is not None and event.truth.is_file() else None
         regions = []
         for r in result.regions:
@@ -213,14 +251,16 @@ class EventDataset(Dataset):
             relevant = -1
             if truth is not None:
                 relevant = int(truth[result.labels == r.id].mean() >= REGION_TRUTH_OVERLAP)
+            # the box at the network's resolution, to draw on its input
             regions.append({"id": r.id, "box": (x * sx, y * sy, bw * sx, bh * sy), "area": r.area,
                             "relevant": relevant})
         mask = cv2.resize(result.frame_masks[middle].astype(np.uint8), (self.size, self.size),
                           interpolation=cv2.INTER_NEAREST)
         motion = cv2.resize(result.mask.astype(np.uint8), (self.size, self.size), interpolation=cv2.INTER_NEAREST)
-        return {"event_id": event.event_id, "frames": frames, "middle": int(np.flatnonzero(picks == middle)[0]),
+        return {"event_id": event.event_id, "camera": event.camera, "frames": frames,
+                "middle": int(np.flatnonzero(picks == middle)[0]),
                 "mask": torch.from_numpy(mask)[None].float(), "motion": torch.from_numpy(motion),
-                "labels": torch.from_numpy(labels), "regions": regions,
+                "labels": torch.from_numpy(result.labels.astype(np.int64)), "regions": regions,
                 "event_relevant": -1 if event.relevant is None else event.relevant}
 
 
@@ -228,10 +268,148 @@ def _first(batch: list[dict[str, Any]]) -> dict[str, Any]:
     return batch[0]
 
 
-class RelevanceDataModule(SuiteDataModule):
+# -- DataModules ----------------------------------------------------------------------------
+def _check_mode(mode: str | None, phase: str) -> None:
+    """``data.mode`` chose the phase before each phase had its DataModule; it still may say this one."""
+    if mode is None:
+        return
+    if mode not in PHASES:
+        raise ConfigError(f"data.mode must be 'contrastive' or 'segmentation', got {mode!r} (and it is deprecated: "
+                          "experiment=relevance_contrastive / relevance_segmentation choose the phase)")
+    if mode != phase:
+        raise ConfigError(f"data.mode={mode} but this is the {phase} phase's data (data=relevance_{phase}); "
+                          f"data.mode is deprecated: use experiment=relevance_{mode} (or data=relevance_{mode})")
+    warnings.warn(f"data.mode is deprecated and no longer needed: data=relevance_{phase} (set by "
+                  f"experiment=relevance_{phase}) is the {phase} phase's data; drop data.mode", FutureWarning,
+                  stacklevel=3)
+
+
+class RelevanceEventsBase(SuiteDataModule):
+    """The events, their labels and the train/val/test split, shared by both phases."""
+
+    task = "relevance"
+    phase = ""
+
     def __init__(
         self,
-        mode: str = "segmentation",
+        root: str | None = None,
+        cameras: list[str] | None = None,
+        max_sequences: int | None = None,
+        event_frames: int = 16,
+        labels_csv: str | None = None,
+        image_size: int = 224,
+        augment: bool = True,
+        val_fraction: float = 0.2,
+        test_fraction: float = 0.2,
+        synthetic_dir: str = "data/synthetic",
+        synthetic_cameras: int = 2,
+        synthetic_events: int = 12,
+        synthetic_frames: int = 8,
+        synthetic_width: int = 160,
+        synthetic_height: int = 120,
+        dev_samples: int | None = None,
+        seed: int = 0,
+        batch_size: int = 4,
+        num_workers: int = 0,
+        pin_memory: bool = False,
+        mode: str | None = None,
+    ):
+        super().__init__(root=root, synthetic_dir=synthetic_dir, dev_samples=dev_samples, seed=seed,
+                         batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory)
+        _check_mode(mode, self.phase)
+        if val_fraction <= 0 or test_fraction <= 0 or val_fraction + test_fraction >= 1:
+            raise DataError(f"data.val_fraction and data.test_fraction must be > 0 and sum below 1, "
+                            f"got {val_fraction} and {test_fraction}")
+        if max_sequences is not None and max_sequences < 3:
+            raise DataError(f"data.max_sequences must be >= 3 (train, val and test need one each) or null, "
+                            f"got {max_sequences}")
+        self.cameras = list(cameras) if cameras else None
+        self.max_sequences, self.event_frames = max_sequences, event_frames
+        self.labels_csv = labels_csv
+        self.image_size, self.augment = image_size, augment
+        self.val_fraction, self.test_fraction = val_fraction, test_fraction
+        self.synthetic_params = {"cameras": synthetic_cameras, "events_per_camera": synthetic_events,
+                                 "frames": synthetic_frames, "width": synthetic_width, "height": synthetic_height}
+
+    # -- contract hooks ------------------------------------------------------------------------
+    def synthetic(self) -> tuple[SyntheticDataset, dict[str, Any]]:
+        return GENERATOR, dict(self.synthetic_params)
+
+    def build_splits(self, root: Path) -> dict[str, list[Event]]:
+        events = self._events(root)
+        if len(events) < 3:
+            raise DataError(f"need at least 3 events (train, val, test) under {root}, found {len(events)}")
+        for e in tqdm(events, desc="checking frames", disable=len(events) < 50, leave=False):
+            check_event_frames(e)
+        # Not stratified by labels.csv: phase 2 may read labels phase 1 did not, and both phases must
+        # hold out the same events.
+        parts = grouped_split(len(events), {"val": self.val_fraction, "test": self.test_fraction}, self.seed,
+                              what="events")
+        return {name: [events[i] for i in indices] for name, indices in parts.items()}
+
+    def item_id(self, item: Event) -> str:
+        return item.event_id
+
+    def heads(self) -> tuple[Head, ...]:
+        return (Head("mask", ("irrelevant", "relevant"), positive=1),)
+
+    def input_spec(self) -> InputSpec:
+        return InputSpec("image", (3, self.image_size, self.image_size), IMAGENET_MEAN, IMAGENET_STD)
+
+    def spec_extras(self) -> dict[str, Any]:
+        return {"mode": self.phase, "image_size": self.image_size, "event_frames": self.event_frames}
+
+    # -- events ----------------------------------------------------------------------------------
+    def _events(self, root: Path) -> list[Event]:
+        events = discover_events(root, self.event_frames)
+        if self.cameras:
+            known = sorted({e.camera for e in events})
+            unknown = [c for c in self.cameras if c not in known]
+            if unknown:
+                raise DataError(f"data.cameras: no camera {unknown} under {root} (cameras: {known})")
+            events = [e for e in events if e.camera in self.cameras]
+        labels_path = Path(self.labels_csv).expanduser() if self.labels_csv else root / "labels.csv"
+        if self.labels_csv or labels_path.is_file():
+            labels = read_labels(labels_path)
+            for e in events:
+                e.relevant = labels.get(e.event_id)
+        self.check_labels(events, labels_path, root)
+        for e in events:
+            truth = root / "_truth" / f"{e.event_id}.png"
+            e.truth = truth if truth.is_file() else None
+        self.sources = [(str(root), len(events))] + ([(str(labels_path), len(events))] if labels_path.is_file()
+                                                     else [])
+        if self.max_sequences and len(events) > self.max_sequences:
+            keep = np.random.default_rng(self.seed).permutation(len(events))[: self.max_sequences]
+            events = [events[i] for i in sorted(keep)]
+        return events
+
+    def check_labels(self, events: list[Event], labels_path: Path, root: Path) -> None:
+        """A phase that needs the labels refuses data without them."""
+
+
+class RelevanceContrastiveDataModule(RelevanceEventsBase):
+    """Phase 1: (anchor, positive, negative) frame triplets of every split."""
+
+    phase = "contrastive"
+
+    def dataset(self, split: str) -> TripletDataset:
+        train = split == "train"
+        return TripletDataset(self.split(split), frame_transform(self.image_size, augment=train and self.augment),
+                              fixed=not train, seed=self.seed)
+
+
+class RelevanceSegmentationDataModule(RelevanceEventsBase):
+    """Phase 2: frames with their motion masks; whole events at test time.
+
+    The motion masks (stage 1) are this DataModule's cache: computed once on rank zero before
+    training (:meth:`prepare_caches`), kept per event under ``cache_dir``.
+    """
+
+    phase = "segmentation"
+
+    def __init__(
+        self,
         root: str | None = None,
         cameras: list[str] | None = None,
         max_sequences: int | None = None,
@@ -256,99 +434,46 @@ class RelevanceDataModule(SuiteDataModule):
         batch_size: int = 4,
         num_workers: int = 0,
         pin_memory: bool = False,
+        mode: str | None = None,
     ):
-        super().__init__(batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory)
-        if mode not in ("contrastive", "segmentation"):
-            raise DataError(f"data.mode must be 'contrastive' or 'segmentation', got {mode!r}")
-        if val_fraction <= 0 or test_fraction <= 0 or val_fraction + test_fraction >= 1:
-            raise DataError(f"data.val_fraction and data.test_fraction must be > 0 and sum below 1, "
-                            f"got {val_fraction} and {test_fraction}")
-        if max_sequences is not None and max_sequences < 3:
-            raise DataError(f"data.max_sequences must be >= 3 (train, val and test need one each) or null, "
-                            f"got {max_sequences}")
-        self.mode, self.root = mode, root
-        self.cameras = list(cameras) if cameras else None
-        self.max_sequences, self.event_frames = max_sequences, event_frames
-        self.labels_csv, self.use_labels = labels_csv, use_labels
-        self.image_size, self.augment = image_size, augment
-        self.val_fraction, self.test_fraction = val_fraction, test_fraction
-        self.eval_frames = eval_frames
+        super().__init__(root=root, cameras=cameras, max_sequences=max_sequences, event_frames=event_frames,
+                         labels_csv=labels_csv, image_size=image_size, augment=augment, val_fraction=val_fraction,
+                         test_fraction=test_fraction, synthetic_dir=synthetic_dir,
+                         synthetic_cameras=synthetic_cameras, synthetic_events=synthetic_events,
+                         synthetic_frames=synthetic_frames, synthetic_width=synthetic_width,
+                         synthetic_height=synthetic_height, dev_samples=dev_samples, seed=seed,
+                         batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory, mode=mode)
+        if eval_frames < 1:
+            raise DataError(f"data.eval_frames must be >= 1, got {eval_frames}")
+        self.use_labels, self.eval_frames = use_labels, eval_frames
         try:
             self.detector = MotionDetector(**(dict(motion) if motion else {}))
         except (TypeError, ValueError) as err:
             raise DataError(f"data.motion: {err}") from None
         self.cache_dir = cache_dir
-        self.synthetic = {"cameras": synthetic_cameras, "events_per_camera": synthetic_events,
-                          "frames": synthetic_frames, "width": synthetic_width, "height": synthetic_height}
-        self.synthetic_dir = synthetic_dir
-        self.dev_samples, self.seed = dev_samples, seed
-        self.splits: dict[str, list[Event]] = {}
         self.motion: dict[str, MotionResult] = {}
 
-    # -- data location -------------------------------------------------------------------
-    def data_root(self) -> Path:
-        if self.root:
-            return existing_folder(self.root)
-        return synthetic.default_dir(self.synthetic_dir, seed=self.seed, **self.synthetic)
-
-    def prepare_data(self) -> None:
-        if not self.root:
-            synthetic.generate(self.data_root(), seed=self.seed, **self.synthetic)
-
-    # -- events and splits ---------------------------------------------------------------
-    def _events(self, root: Path) -> list[Event]:
-        events = discover_events(root, self.event_frames)
-        if self.cameras:
-            known = sorted({e.camera for e in events})
-            unknown = [c for c in self.cameras if c not in known]
-            if unknown:
-                raise DataError(f"data.cameras: no camera {unknown} under {root} (cameras: {known})")
-            events = [e for e in events if e.camera in self.cameras]
-        labels_path = Path(self.labels_csv).expanduser() if self.labels_csv else root / "labels.csv"
-        if self.labels_csv or labels_path.is_file():
-            labels = read_labels(labels_path)
-            for e in events:
-                e.relevant = labels.get(e.event_id)
-            if self.use_labels and not any(e.relevant is not None for e in events):
-                raise DataError(f"data.use_labels: no event id of {labels_path} matches an event under {root} "
-                                f"(ids look like {events[0].event_id})")
-        elif self.use_labels:
+    def check_labels(self, events: list[Event], labels_path: Path, root: Path) -> None:
+        if not self.use_labels:
+            return
+        if not labels_path.is_file():
             raise DataError(f"data.use_labels=true but there is no labels file ({labels_path}); "
                             "set data.labels_csv=<file with event_id,relevant>")
-        for e in events:
-            truth = root / "_truth" / f"{e.event_id}.png"
-            e.truth = truth if truth.is_file() else None
-        self.sources = [(str(root), len(events))] + ([(str(labels_path), len(events))] if labels_path.is_file()
-                                                     else [])
-        if self.max_sequences and len(events) > self.max_sequences:
-            keep = np.random.default_rng(self.seed).permutation(len(events))[: self.max_sequences]
-            events = [events[i] for i in sorted(keep)]
-        return events
+        if not any(e.relevant is not None for e in events):
+            raise DataError(f"data.use_labels: no event id of {labels_path} matches an event under {root} "
+                            f"(ids look like {events[0].event_id})")
 
-    def setup(self, stage: str | None = None) -> None:
-        if self.splits:
-            return
-        root = self.data_root()
-        events = self._events(root)
-        if len(events) < 3:
-            raise DataError(f"need at least 3 events (train, val, test) under {root}, found {len(events)}")
-        for e in tqdm(events, desc="checking frames", disable=len(events) < 50, leave=False):
-            check_event_frames(e)
-        order = np.random.default_rng(self.seed).permutation(len(events))
-        n_test = max(1, round(len(events) * self.test_fraction))
-        n_val = max(1, round(len(events) * self.val_fraction))
-        pick = lambda idx: [events[i] for i in sorted(idx)]  # noqa: E731
-        self.splits = {"test": pick(order[:n_test]), "val": pick(order[n_test:n_test + n_val]),
-                       "train": pick(order[n_test + n_val:])}
-        if self.dev_samples:
-            self.splits["train"] = self.splits["train"][: self.dev_samples]
-        for name, items in self.splits.items():
-            if not items:
-                raise DataError(f"the {name} split of {root} is empty ({len(events)} events)")
-        if self.mode == "segmentation" or stage == "test":
-            self.compute_motion([e for split in self.splits.values() for e in split])
+    def spec_extras(self) -> dict[str, Any]:
+        return {**super().spec_extras(), "eval_frames": self.eval_frames, "use_labels": self.use_labels,
+                "motion": self.detector.settings()}
 
-    # -- motion (stage 1) ----------------------------------------------------------------
+    # -- motion (stage 1) ----------------------------------------------------------------------
+    def prepare_caches(self, root: Path) -> None:
+        # after the split, so that a data.dev_samples subset computes only its own events
+        self.setup()
+        assert self.splits is not None
+        self.compute_motion([e for items in self.splits.values() for e in items])
+
     def cache(self) -> MotionCache:
         return MotionCache(self.cache_dir, self.detector)
 
@@ -361,9 +486,8 @@ class RelevanceDataModule(SuiteDataModule):
                 backgrounds[sequence] = self.sequence_background(Path(sequence))
             return backgrounds[sequence]
 
-        for e in tqdm(events, desc="motion masks", leave=False, disable=len(events) < 20):
-            if e.event_id in self.motion:
-                continue
+        todo = [e for e in events if e.event_id not in self.motion]
+        for e in tqdm(todo, desc="motion masks", leave=False, disable=len(todo) < 20):
             if e.sequence is None:
                 self.motion[e.event_id] = cache.get(e.frames)
                 continue
@@ -381,33 +505,39 @@ class RelevanceDataModule(SuiteDataModule):
         self.compute_motion(events)
         return [self.motion[e.event_id] for e in events]
 
-    # -- datasets ------------------------------------------------------------------------
-    def label_map(self) -> dict[str, Any]:
-        return {"mask": {"irrelevant": 0, "relevant": 1}, "mode": self.mode}
-
-    def dataset(self, split: str) -> Dataset:
-        self.setup()
-        events = self.splits[split]
+    # -- datasets --------------------------------------------------------------------------------
+    def dataset(self, split: str) -> MaskDataset:
+        events = self.split(split)
         train = split == "train"
-        transform = _transform(self.image_size, train=train, augment=self.augment)
-        if self.mode == "contrastive":
-            return TripletDataset(events, transform, fixed=not train, seed=self.seed)
-        return MaskDataset(events, self.motion_for(events), transform, train=train, use_labels=self.use_labels)
+        return MaskDataset(events, self.motion_for(events), frame_transform(self.image_size, train and self.augment),
+                           train=train, use_labels=self.use_labels)
 
     def event_dataset(self, split: str = "test") -> EventDataset:
-        self.setup()
-        events = self.splits[split]
+        events = self.split(split)
         return EventDataset(events, self.motion_for(events), self.image_size, self.eval_frames)
 
-    def train_dataloader(self):
-        train = self.dataset("train")
-        return self.make_loader(train, shuffle=True, drop_last=len(train) > self.batch_size)
-
-    def val_dataloader(self):
-        return self.make_loader(self.dataset("val"))
-
-    def test_dataloader(self):
-        if self.mode == "contrastive":
-            return self.make_loader(self.dataset("test"))
+    def test_dataloader(self) -> DataLoader:
         # whole events of varying region counts: one per batch
         return DataLoader(self.event_dataset("test"), batch_size=1, collate_fn=_first, num_workers=self.num_workers)
+
+
+_SEGMENTATION_ONLY = ("use_labels", "eval_frames", "motion", "cache_dir")
+
+
+def RelevanceDataModule(mode: str | None = None, **kwargs: Any) -> RelevanceEventsBase:  # noqa: N802
+    """The former single DataModule of both phases, chosen by ``data.mode`` (default: segmentation).
+
+    Kept so that configs of earlier runs (``_target_: datamodules.relevance.RelevanceDataModule``)
+    still build; new configs use ``data=relevance_contrastive`` / ``data=relevance_segmentation``.
+    """
+    phase = mode or "segmentation"
+    if phase not in PHASES:
+        raise ConfigError(f"data.mode must be 'contrastive' or 'segmentation', got {mode!r}")
+    warnings.warn("datamodules.relevance.RelevanceDataModule and data.mode are deprecated: each phase has its "
+                  f"DataModule (data=relevance_{phase}, set by experiment=relevance_{phase})", FutureWarning,
+                  stacklevel=2)
+    if phase == "contrastive":
+        # the motion settings never applied to phase 1
+        kwargs = {k: v for k, v in kwargs.items() if k not in _SEGMENTATION_ONLY}
+        return RelevanceContrastiveDataModule(**kwargs)
+    return RelevanceSegmentationDataModule(**kwargs)

@@ -13,14 +13,13 @@ or strong sensor noise. Ground truth is written beside the frames so decisions c
 
 from __future__ import annotations
 
-import argparse
 import csv
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from datamodules.synthetic.common import ensure_generated, params_key
+from datamodules.synthetic.common import SyntheticDataset
 
 DISTRACTORS = ("illumination", "flicker", "sway", "noise")
 
@@ -102,60 +101,36 @@ def make_event(
     return frames, (truth * 255).astype(np.uint8), kinds
 
 
-def generate(
-    out_dir: str | Path, cameras: int = 2, events_per_camera: int = 12, frames: int = 8,
-    width: int = 160, height: int = 120, seed: int = 0,
-) -> Path:
-    """Write the events (cached by parameters); half of each camera's events are relevant."""
-    params = {"task": "relevance", "cameras": cameras, "events": events_per_camera, "frames": frames,
-              "width": width, "height": height, "seed": seed, "version": 1}
-
-    def _write(tmp: Path) -> None:
-        rng = np.random.default_rng(seed)
-        rows = []
-        for c in range(cameras):
-            camera = f"cam{c:02d}"
-            scene = _scene(rng, height, width)
-            flags = np.arange(events_per_camera) % 2 == 0
-            rng.shuffle(flags)
-            for e, relevant in enumerate(flags):
-                event = f"event{e:04d}"
-                event_frames, truth, kinds = make_event(rng, scene, frames, bool(relevant))
-                folder = tmp / camera / event
-                folder.mkdir(parents=True)
-                for t, frame in enumerate(event_frames):
-                    cv2.imwrite(str(folder / f"frame{t:03d}.jpg"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR),
-                                [cv2.IMWRITE_JPEG_QUALITY, 95])
-                (tmp / "_truth" / camera).mkdir(parents=True, exist_ok=True)
-                cv2.imwrite(str(tmp / "_truth" / camera / f"{event}.png"), truth)
-                rows.append({"event_id": f"{camera}/{event}", "relevant": int(relevant), "content": "+".join(kinds)})
-        with open(tmp / "labels.csv", "w", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=["event_id", "relevant", "content"])
-            writer.writeheader()
-            writer.writerows(rows)
-
-    return ensure_generated(out_dir, params, _write)
+def write(folder: Path, seed: int, cameras: int, events_per_camera: int, frames: int, width: int,
+          height: int) -> None:
+    """Fill ``folder`` with the events, ``labels.csv`` and ``_truth/``; half of each camera's events are relevant."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for c in range(cameras):
+        camera = f"cam{c:02d}"
+        scene = _scene(rng, height, width)
+        flags = np.arange(events_per_camera) % 2 == 0
+        rng.shuffle(flags)
+        for e, relevant in enumerate(flags):
+            event = f"event{e:04d}"
+            event_frames, truth, kinds = make_event(rng, scene, frames, bool(relevant))
+            event_dir = folder / camera / event
+            event_dir.mkdir(parents=True)
+            for t, frame in enumerate(event_frames):
+                cv2.imwrite(str(event_dir / f"frame{t:03d}.jpg"), cv2.cvtColor(frame, cv2.COLOR_RGB2BGR),
+                            [cv2.IMWRITE_JPEG_QUALITY, 95])
+            (folder / "_truth" / camera).mkdir(parents=True, exist_ok=True)
+            cv2.imwrite(str(folder / "_truth" / camera / f"{event}.png"), truth)
+            rows.append({"event_id": f"{camera}/{event}", "relevant": int(relevant), "content": "+".join(kinds)})
+    with open(folder / "labels.csv", "w", newline="") as fh:
+        writer = csv.DictWriter(fh, fieldnames=["event_id", "relevant", "content"])
+        writer.writeheader()
+        writer.writerows(rows)
 
 
-def default_dir(base: str | Path, cameras: int, events_per_camera: int, frames: int, width: int, height: int,
-                seed: int) -> Path:
-    key = params_key({"c": cameras, "e": events_per_camera, "f": frames, "w": width, "h": height, "seed": seed})
-    return Path(base) / f"relevance-{key}"
-
-
-def main() -> None:
-    parser = argparse.ArgumentParser(description="Write synthetic motion events (root/<camera>/<event>/*.jpg).")
-    parser.add_argument("out", type=Path)
-    parser.add_argument("--cameras", type=int, default=2)
-    parser.add_argument("--events-per-camera", type=int, default=12)
-    parser.add_argument("--frames", type=int, default=8)
-    parser.add_argument("--width", type=int, default=160)
-    parser.add_argument("--height", type=int, default=120)
-    parser.add_argument("--seed", type=int, default=0)
-    args = parser.parse_args()
-    path = generate(args.out, args.cameras, args.events_per_camera, args.frames, args.width, args.height, args.seed)
-    print(f"wrote {args.cameras * args.events_per_camera} events to {path}")
-
-
-if __name__ == "__main__":
-    main()
+GENERATOR = SyntheticDataset(
+    "relevance", write,
+    defaults={"cameras": 2, "events_per_camera": 12, "frames": 8, "width": 160, "height": 120}, version=1,
+    description="fixed cameras with motion events (objects crossing, or only distractors): "
+                "<camera>/<event>/*.jpg + labels.csv + _truth/",
+)
