@@ -1,25 +1,28 @@
 """Relevance task (seed 000, VeroAllarme): the two training phases.
 
 - :class:`ContrastiveModule` (experiment ``relevance_contrastive``): triplet margin loss or
-  InfoNCE on (anchor, positive, negative) frames; saves ``checkpoints/contrastive.pth``.
+  InfoNCE on (anchor, positive, negative) frames; ``val/triplet_acc`` is the share of triplets whose
+  positive is closer to the anchor than the negative. Its file: ``checkpoints/contrastive.pth``.
 - :class:`RelevanceSegmentationModule` (experiment ``relevance_segmentation``): encoder from
   ``encoder_ckpt`` (phase 1) or from scratch, full-resolution masks fitted to the motion
   pseudo-labels with the shared segmentation loss; val/test IoU and F1 against the motion masks;
   at test time region-level relevant/irrelevant accuracy and alert precision/recall of the
-  trained network and of the untrained one (as built, before fine-tuning), and the seed's
-  comparison image. Saves ``checkpoints/segmentation.pth`` and ``checkpoints/complete.pth``.
+  trained network and of the untrained one (as built, before fine-tuning), with the rule that
+  serving uses (:func:`~lightning_modules.nets.relevance.decide_regions`). Its files:
+  ``checkpoints/segmentation.pth``, ``checkpoints/complete.pth`` and the seed's ``comparison.jpg``.
 
-Both write ``training_log_<phase>.json`` in the run dir.
+The modules compute and log only: the phase files come from :meth:`artifacts` after the test of the
+selected checkpoint (so they hold best.ckpt's weights) and are written by the ArtifactWriter
+callback; pictures for TensorBoard come from :meth:`visualize`; the per-phase training log is the
+TrainingHistory callback's summary.
 """
 
 from __future__ import annotations
 
 import copy
-import io
-import time
+import logging
 from collections.abc import Callable
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -35,12 +38,23 @@ from torchmetrics.classification import (
 )
 
 from lightning_modules.base import SuiteModule
-from lightning_modules.nets.relevance import NET_FORMAT, load_encoder, region_scores, save_encoder
+from lightning_modules.nets.relevance import (
+    RegionDecision,
+    decide_regions,
+    encoder_payload,
+    event_relevance,
+    load_encoder,
+    net_payload,
+)
+from suite.backbones import IMAGENET_MEAN, IMAGENET_STD
+from suite.contracts import ContractError, DataSpec, PredictionRow, StepOutput
 from suite.errors import UserError
-from suite.io import atomic_write_bytes, atomic_write_json
 
-MEAN = torch.tensor([0.485, 0.456, 0.406]).view(3, 1, 1)
-STD = torch.tensor([0.229, 0.224, 0.225]).view(3, 1, 1)
+log = logging.getLogger(__name__)
+
+MEAN = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
+STD = torch.tensor(IMAGENET_STD).view(3, 1, 1)
+CLASSES = ("irrelevant", "relevant")
 
 
 def info_nce(anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -54,74 +68,26 @@ def info_nce(anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tenso
     return F.cross_entropy(logits, torch.arange(len(anchor), device=anchor.device))
 
 
-class PhaseLog:
-    """Per-epoch records and run facts of one phase -> ``training_log_<phase>.json``."""
-
-    def __init__(self, phase: str):
-        self.phase = phase
-        self.started = time.time()
-        self.epochs: list[dict[str, Any]] = []
-        self.extra: dict[str, Any] = {}
-
-    def add_epoch(self, epoch: int, metrics: dict[str, Any]) -> None:
-        record = {"epoch": epoch}
-        for k, v in sorted(metrics.items()):
-            if k.startswith(("train/", "val/")) and not k.endswith("_step"):
-                try:
-                    record[k.removesuffix("_epoch")] = float(v)
-                except (TypeError, ValueError):
-                    continue
-        self.epochs = [e for e in self.epochs if e["epoch"] != epoch] + [record]
-
-    def write(self, run_dir: Path) -> None:
-        losses = [e.get("train/loss") for e in self.epochs if e.get("train/loss") is not None]
-        summary = {"phase": self.phase, "seconds": round(time.time() - self.started, 1),
-                   "epochs": self.epochs, **self.extra}
-        if losses:
-            summary.update({"initial_loss": losses[0], "final_loss": losses[-1],
-                            "improvement": (losses[0] - losses[-1]) / losses[0] if losses[0] else 0.0})
-        atomic_write_json(run_dir / f"training_log_{self.phase}.json", summary)
+def _denormalize(images: torch.Tensor) -> torch.Tensor:
+    """Network inputs ``[..., 3, H, W]`` back to [0, 1] RGB for pictures."""
+    return (images.detach().float().cpu() * STD + MEAN).clamp(0, 1)
 
 
-class _PhaseModule(SuiteModule):
-    phase = ""
+class _RelevancePhase(SuiteModule):
+    #: the data's ``mode`` extra this module trains on
+    phase: ClassVar[str] = ""
 
-    def setup_phase(self) -> None:
-        self.phase_log = PhaseLog(self.phase)
-
-    def on_train_epoch_end(self) -> None:
-        if not self.trainer.sanity_checking:
-            self.phase_log.add_epoch(self.current_epoch, dict(self.trainer.callback_metrics))
-
-    def run_dir(self) -> Path:
-        return Path(self.trainer.default_root_dir)
-
-    def checkpoint_dir(self) -> Path:
-        ckpt = self.trainer.checkpoint_callback
-        return Path(ckpt.dirpath) if ckpt is not None and ckpt.dirpath else self.run_dir() / "checkpoints"
-
-    def best_net_state(self) -> dict[str, torch.Tensor]:
-        """The network's weights of best.ckpt (what the run reports), else the current ones."""
-        from suite.checkpoints import load_checkpoint
-
-        ckpt = self.trainer.checkpoint_callback
-        best = getattr(ckpt, "best_model_path", "") if ckpt is not None else ""
-        if best and Path(best).is_file():
-            state = load_checkpoint(best)["state_dict"]
-            return {k.removeprefix("net."): v for k, v in state.items() if k.startswith("net.")}
-        return {k: v.detach().cpu() for k, v in self.net.state_dict().items()}
-
-    def on_fit_end(self) -> None:
-        if self.trainer.is_global_zero:
-            self.save_phase_files()
-            self.phase_log.write(self.run_dir())
-
-    def save_phase_files(self) -> None:
-        raise NotImplementedError
+    def configure(self, spec: DataSpec) -> None:
+        mode = spec.extras.get("mode")
+        if mode is not None and mode != self.phase:
+            raise ContractError(f"{type(self).__name__} trains the {self.phase} phase but the data is the {mode} "
+                                f"phase's: use experiment=relevance_{self.phase} (data=relevance_{self.phase})")
+        super().configure(spec)
 
 
-class ContrastiveModule(_PhaseModule):
+class ContrastiveModule(_RelevancePhase):
     phase = "contrastive"
+    step_outputs = {"train": ("loss",), "val": ("loss",), "test": ("loss", "rows")}
 
     def __init__(
         self,
@@ -131,6 +97,7 @@ class ContrastiveModule(_PhaseModule):
         loss: str = "triplet",
         margin: float = 0.5,
         temperature: float = 0.1,
+        log_images: int = 4,
         pretrained: bool = False,
         weights: str | None = None,
     ):
@@ -138,89 +105,96 @@ class ContrastiveModule(_PhaseModule):
         if loss not in ("triplet", "infonce"):
             raise UserError(f"model.loss must be 'triplet' or 'infonce', got {loss!r}")
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
+        # a .ckpt of this phase names its encoder's architecture for model.encoder_ckpt
         self.hparams["backbone"] = net.config["backbone"]
         self.net = net
         self.loss_name, self.temperature = loss, temperature
+        self.log_images = log_images
         self.triplet = nn.TripletMarginLoss(margin=margin)
         # a triplet is "right" when the positive is closer to the anchor than the negative
         self.val_acc = BinaryAccuracy()
         self.test_acc = BinaryAccuracy()
-        self.setup_phase()
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images)
 
-    def _step(self, batch: dict[str, Any], stage: str) -> torch.Tensor:
-        n = len(batch["anchor"])
-        emb = self(torch.cat([batch["anchor"], batch["positive"], batch["negative"]]))
-        a, p, neg = emb[:n], emb[n:2 * n], emb[2 * n:]
-        if self.loss_name == "triplet":
-            loss = self.triplet(a, p, neg)
-        else:
-            loss = info_nce(a, p, neg, self.temperature)
+    def logged_metrics(self) -> set[str]:
+        return {"val/loss", "val/triplet_acc"}
+
+    def _embed(self, batch: dict[str, Any], n: int | None = None) -> tuple[torch.Tensor, ...]:
+        n = len(batch["anchor"]) if n is None else n
+        emb = self(torch.cat([batch["anchor"][:n], batch["positive"][:n], batch["negative"][:n]]))
+        return emb[:n], emb[n:2 * n], emb[2 * n:]
+
+    def _step(self, batch: dict[str, Any], stage: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        a, p, neg = self._embed(batch)
+        loss = self.triplet(a, p, neg) if self.loss_name == "triplet" else info_nce(a, p, neg, self.temperature)
+        n = len(a)
         self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=n, sync_dist=True)
+        d_pos, d_neg = (a - p).norm(dim=1).detach(), (a - neg).norm(dim=1).detach()
         if stage != "train":
-            right = ((a - neg).norm(dim=1) - (a - p).norm(dim=1)).detach()
+            # class indices, not distances: a float in [0, 1] would be read as a probability
+            right = (d_pos < d_neg).long()
             metric = self.val_acc if stage == "val" else self.test_acc
-            metric.update(right, torch.ones_like(right, dtype=torch.long))
+            metric.update(right, torch.ones_like(right))
             self.log(f"{stage}/triplet_acc", metric, on_step=False, on_epoch=True, prog_bar=True, batch_size=n)
-        return loss
+        return loss, d_pos, d_neg
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
-        return self._step(batch, "train")
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+        loss, _, _ = self._step(batch, "train")
+        return StepOutput(loss=loss).for_training()
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._step(batch, "val")
-        if batch_idx == 0 and not self.trainer.sanity_checking:
-            self._log_triplets(batch)
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> StepOutput:
+        loss, _, _ = self._step(batch, "val")
+        return StepOutput(loss=loss)
 
-    def _log_triplets(self, batch: dict[str, Any], count: int = 4) -> None:
-        """Sample predictions for TensorBoard: anchor | positive | negative with their embedding distances."""
-        logger = self.logger
-        if logger is None or not hasattr(logger.experiment, "add_figure"):
-            return
-        import matplotlib
+    def test_step(self, batch: dict[str, Any], batch_idx: int) -> StepOutput:
+        loss, d_pos, d_neg = self._step(batch, "test")
+        rows = [
+            PredictionRow(item_id=event, extras={"camera": camera, "negative_event": negative,
+                                                 "d_positive": round(float(dp), 6), "d_negative": round(float(dn), 6),
+                                                 "triplet_right": int(dp < dn)})
+            for event, camera, negative, dp, dn in zip(batch["event_id"], batch["camera"],
+                                                       batch["negative_event_id"], d_pos, d_neg, strict=True)
+        ]
+        return StepOutput(loss=loss, rows=rows)
 
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
+    def visualize(self, batch: dict[str, Any], output: StepOutput) -> dict[str, torch.Tensor]:
+        """Rows of anchor | positive | negative; the pair's frame is green when the positive is the
+        closer one (a right triplet), red otherwise."""
+        if self.log_images <= 0:
+            return {}
+        from torchvision.utils import make_grid
 
-        n = min(count, len(batch["anchor"]))
-        with torch.no_grad():
-            emb = self(torch.cat([batch["anchor"][:n], batch["positive"][:n], batch["negative"][:n]]))
-        a, p, neg = emb[:n], emb[n:2 * n], emb[2 * n:]
-        d_pos, d_neg = (a - p).norm(dim=1).tolist(), (a - neg).norm(dim=1).tolist()
-        fig, axes = plt.subplots(n, 3, figsize=(6, 2 * n), squeeze=False)
+        n = min(self.log_images, len(batch["anchor"]))
+        a, p, neg = self._embed(batch, n)
+        right = ((a - p).norm(dim=1) < (a - neg).norm(dim=1)).cpu()
+        tiles = []
         for i in range(n):
-            for j, key in enumerate(("anchor", "positive", "negative")):
-                image = batch[key][i].detach().float().cpu()
-                image = (image - image.min()) / (image.max() - image.min()).clamp(min=1e-6)
-                axes[i][j].imshow(image.permute(1, 2, 0).numpy())
-                axes[i][j].axis("off")
-                if j:
-                    dist = d_pos[i] if j == 1 else d_neg[i]
-                    ok = d_pos[i] < d_neg[i]
-                    axes[i][j].set_title(f"{key} d={dist:.2f}", fontsize=8, color="green" if ok else "red")
-        fig.tight_layout()
-        logger.experiment.add_figure("val/triplets", fig, global_step=self.current_epoch)
-        plt.close(fig)
+            colour = torch.tensor([0.0, 0.85, 0.0] if right[i] else [0.9, 0.0, 0.0]).view(3, 1, 1)
+            for key in ("anchor", "positive", "negative"):
+                image = _denormalize(batch[key][i])
+                if key != "anchor":
+                    framed = colour.expand_as(image).clone()
+                    framed[:, 3:-3, 3:-3] = image[:, 3:-3, 3:-3]
+                    image = framed
+                tiles.append(image)
+        return {"triplets": make_grid(torch.stack(tiles), nrow=3, padding=2)}
 
-    def test_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
-        self._step(batch, "test")
-        rows = [{"event_index": int(e), "negative_event_index": int(ne)}
-                for e, ne in zip(batch["event"], batch["negative_event"], strict=True)]
-        return {"rows": rows}
-
-    def save_phase_files(self) -> None:
-        net = copy.deepcopy(self.net).cpu()
-        net.load_state_dict(self.best_net_state())
-        path = self.checkpoint_dir() / "contrastive.pth"
-        save_encoder(net, path)
-        self.phase_log.extra["encoder_file"] = str(path)
-        print(f"\nphase 1 encoder saved: {path} (use it with model.encoder_ckpt={path})")
+    def artifacts(self, stage: str) -> dict[str, Any]:
+        # after the test the module holds the weights of the selected checkpoint
+        if stage != "test":
+            return {}
+        return {"checkpoints/contrastive.pth": encoder_payload(self.net)}
 
 
-class RelevanceSegmentationModule(_PhaseModule):
+class RelevanceSegmentationModule(_RelevancePhase):
     phase = "segmentation"
+    step_outputs = {
+        "train": ("loss", "pred_mean", "target_mean"),
+        "val": ("loss", "preds", "target", "prob"),
+        "test": ("loss", "preds", "target", "prob", "rows"),
+    }
 
     def __init__(
         self,
@@ -232,6 +206,7 @@ class RelevanceSegmentationModule(_PhaseModule):
         threshold: float = 0.5,
         region_threshold: float = 0.5,
         comparison_events: int = 4,
+        log_images: int = 4,
         pretrained: bool = False,
         weights: str | None = None,
     ):
@@ -241,23 +216,22 @@ class RelevanceSegmentationModule(_PhaseModule):
         self.net = net
         if encoder_ckpt:
             load_encoder(self.net, encoder_ckpt)
-            print(f"encoder initialised from phase 1: {encoder_ckpt}")
+            log.info("encoder initialised from phase 1: %s", encoder_ckpt)
         else:
-            print("note: model.encoder_ckpt is null, the encoder is trained from scratch"
-                  + (" (from ImageNet weights)" if pretrained or weights else "")
-                  + "; pass model.encoder_ckpt=<run>/checkpoints/contrastive.pth to start from phase 1")
+            log.info("model.encoder_ckpt is null: the encoder is trained from scratch%s; pass "
+                     "model.encoder_ckpt=<run>/checkpoints/contrastive.pth to start from phase 1",
+                     " (from ImageNet weights)" if pretrained or weights else "")
         self.loss_fn = loss
         self.threshold, self.region_threshold = threshold, region_threshold
-        self.comparison_events = comparison_events
+        self.comparison_events, self.log_images = comparison_events, log_images
+        self.train_metrics = self._pixel_metrics("train/")
         self.val_metrics = self._pixel_metrics("val/")
         self.test_metrics = self._pixel_metrics("test/")
-        self.train_metrics = self._pixel_metrics("train/")
         self.region_metrics = nn.ModuleDict({name: MetricCollection({
             "region_acc": BinaryAccuracy(), "alert_precision": BinaryPrecision(), "alert_recall": BinaryRecall(),
             "alert_acc": BinaryAccuracy()}) for name in ("trained", "untrained")})
         self._untrained: dict[str, torch.Tensor] | None = None
         self._comparison: list[dict[str, Any]] = []
-        self.setup_phase()
 
     def _pixel_metrics(self, prefix: str) -> MetricCollection:
         return MetricCollection({"iou": BinaryJaccardIndex(threshold=self.threshold),
@@ -268,7 +242,14 @@ class RelevanceSegmentationModule(_PhaseModule):
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.net(images)
 
+    def logged_metrics(self) -> set[str]:
+        return {f"val/{name}" for name in ("loss", "iou", "f1", "precision", "recall")}
+
+    def _classes(self) -> tuple[str, ...]:
+        return self.spec.head("mask").classes if self.spec is not None else CLASSES
+
     def on_fit_start(self) -> None:
+        # the network as built (phase-1 encoder, random decoder): the test compares against it
         if self._untrained is None:
             self._untrained = {k: v.detach().cpu().clone() for k, v in self.net.state_dict().items()}
 
@@ -282,14 +263,16 @@ class RelevanceSegmentationModule(_PhaseModule):
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage == "val", batch_size=len(target))
         return loss, prob
 
-    def training_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, torch.Tensor]:
+    def training_step(self, batch: dict[str, Any], batch_idx: int) -> dict[str, Any]:
         loss, prob = self._pixel_step(batch["image"], batch["mask"], self.train_metrics, "train")
-        return {"loss": loss, "pred_mean": prob.mean(), "target_mean": batch["mask"].mean()}
+        return StepOutput(loss=loss, pred_mean=prob.mean(), target_mean=batch["mask"].mean()).for_training()
 
-    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> None:
-        self._pixel_step(batch["image"], batch["mask"], self.val_metrics, "val")
+    def validation_step(self, batch: dict[str, Any], batch_idx: int) -> StepOutput:
+        target = batch["mask"]
+        loss, prob = self._pixel_step(batch["image"], target, self.val_metrics, "val")
+        return StepOutput(loss=loss, prob=prob, preds=(prob > self.threshold).long(), target=target.long())
 
-    # -- test: pixels against motion, regions and alerts against truth -------------------
+    # -- test: pixels against motion, regions and alerts against truth ---------------------------
     def _untrained_net(self) -> nn.Module | None:
         if self._untrained is None:
             return None
@@ -300,42 +283,51 @@ class RelevanceSegmentationModule(_PhaseModule):
             object.__setattr__(self, "_untrained_copy", net.eval())
         return self.__dict__["_untrained_copy"]
 
-    def _decide(self, net: nn.Module, event: dict[str, Any], name: str) -> dict[str, Any]:
-        with torch.no_grad():
-            prob = torch.sigmoid(net(event["frames"].to(self.device))).amax(dim=0)[0].cpu()
-        ids = [r["id"] for r in event["regions"]]
-        scores = region_scores(prob, event["labels"], ids)
-        relevant = [s > self.region_threshold for s in scores]
+    def _decide(self, net: nn.Module, event: dict[str, Any], name: str) -> tuple[torch.Tensor, RegionDecision]:
+        prob = event_relevance(net, event["frames"].to(self.device)).cpu()
+        decision = decide_regions(prob, event["labels"], [r["id"] for r in event["regions"]], self.region_threshold)
         metrics = self.region_metrics[name]
         truth = torch.tensor([r["relevant"] for r in event["regions"]], dtype=torch.long)
         known = truth >= 0
         if known.any():
-            metrics["region_acc"].update(torch.tensor(relevant, dtype=torch.float)[known], truth[known])
+            relevant = torch.tensor(decision.relevant, dtype=torch.long)
+            metrics["region_acc"].update(relevant[known].to(self.device), truth[known].to(self.device))
         if event["event_relevant"] >= 0:
-            alert = torch.tensor([float(any(relevant))])
-            target = torch.tensor([int(event["event_relevant"])])
+            alert = torch.tensor([int(decision.alert)], device=self.device)
+            target = torch.tensor([int(event["event_relevant"])], device=self.device)
             for key in ("alert_precision", "alert_recall", "alert_acc"):
                 metrics[key].update(alert, target)
-        return {"prob": prob, "scores": scores, "relevant": relevant, "alert": any(relevant)}
+        return prob, decision
 
-    def test_step(self, event: dict[str, Any], batch_idx: int) -> dict[str, Any]:
+    def test_step(self, event: dict[str, Any], batch_idx: int) -> StepOutput:
         frames = event["frames"]
         middle = frames[event["middle"]:event["middle"] + 1]
-        self._pixel_step(middle, event["mask"][None].to(frames), self.test_metrics, "test")
-        trained = self._decide(self.net, event, "trained")
+        target = event["mask"][None].to(frames)
+        loss, pixel_prob = self._pixel_step(middle, target, self.test_metrics, "test")
+        prob, trained = self._decide(self.net, event, "trained")
         untrained_net = self._untrained_net()
         untrained = self._decide(untrained_net, event, "untrained") if untrained_net is not None else None
         if len(self._comparison) < self.comparison_events and event["regions"]:
             self._comparison.append({"frame": frames[event["middle"]].cpu(), "motion": event["motion"],
-                                     "regions": event["regions"], "trained": trained, "untrained": untrained,
-                                     "event_id": event["event_id"]})
-        row = {"event_id": event["event_id"], "regions": len(event["regions"]),
-               "relevant_regions": int(sum(trained["relevant"])), "alert": int(trained["alert"]),
-               "alert_true": event["event_relevant"],
-               "region_scores": ";".join(f"{s:.3f}" for s in trained["scores"])}
+                                     "regions": event["regions"], "trained": (prob, trained),
+                                     "untrained": untrained})
+        classes = self._classes()
+        known = event["event_relevant"] >= 0
+        extras: dict[str, Any] = {"camera": event["camera"], "regions": len(event["regions"]),
+                                  "relevant_regions": int(sum(trained.relevant)),
+                                  "region_scores": ";".join(f"{s:.3f}" for s in trained.scores)}
         if untrained is not None:
-            row["alert_untrained"] = int(untrained["alert"])
-        return {"rows": [row]}
+            extras["alert_untrained"] = int(untrained[1].alert)
+        row = PredictionRow(
+            item_id=event["event_id"],
+            label=classes[int(event["event_relevant"])] if known else None,
+            pred=classes[int(trained.alert)],
+            # the event alerts exactly when its highest region score is above region_threshold
+            scores={classes[0]: 1.0 - trained.event_score, classes[1]: trained.event_score},
+            extras=extras,
+        )
+        return StepOutput(loss=loss, prob=pixel_prob, preds=(pixel_prob > self.threshold).long(),
+                          target=target.long(), rows=[row])
 
     def on_test_epoch_start(self) -> None:
         self._comparison = []
@@ -348,80 +340,72 @@ class RelevanceSegmentationModule(_PhaseModule):
                 if metric.update_count:  # only what the data could score
                     prefix = "test/" if name == "trained" else "test/untrained_"
                     self.log(prefix + key, metric.compute(), batch_size=1)
-        if self._comparison and self.trainer.is_global_zero:
-            image = comparison_image(self._comparison, self.region_threshold)
-            self._write_comparison(image)
 
-    def on_test_end(self) -> None:
-        if self.trainer.is_global_zero:
-            self.phase_log.extra["test"] = {k: float(v) for k, v in self.trainer.callback_metrics.items()
-                                            if k.startswith("test/")}
-            self.phase_log.write(self.run_dir())
+    # -- pictures and files --------------------------------------------------------------------
+    def visualize(self, batch: dict[str, Any], output: StepOutput) -> dict[str, torch.Tensor]:
+        """Frame | motion mask (the pseudo-label) | relevance > threshold | overlay (relevance in red)."""
+        if self.log_images <= 0:
+            return {}
+        from torchvision.utils import make_grid
 
-    def _write_comparison(self, image: np.ndarray) -> None:
-        import cv2
+        n = min(self.log_images, len(batch["image"]))
+        shown = _denormalize(batch["image"][:n])
+        target = output.target[:n].float().cpu().expand(-1, 3, -1, -1)
+        pred = (output.prob[:n].float().cpu() > self.threshold).float().expand(-1, 3, -1, -1)
+        overlay = shown.clone()
+        overlay[:, 0] = torch.where(pred[:, 0] > 0, 1.0, overlay[:, 0])
+        return {"relevance": make_grid(torch.cat([shown, target, pred, overlay]), nrow=n, padding=2)}
 
-        ok, encoded = cv2.imencode(".jpg", cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
-        if ok:
-            atomic_write_bytes(self.run_dir() / "comparison.jpg", encoded.tobytes())
-        for logger in self.loggers:
-            if hasattr(logger.experiment, "add_image"):
-                logger.experiment.add_image("test/comparison", image, global_step=self.global_step,
-                                            dataformats="HWC")
-
-    def save_phase_files(self) -> None:
-        dm = self.trainer.datamodule
-        state = self.best_net_state()
-        payload = {"format": NET_FORMAT, **self.net.config, "state_dict": state}
-        ckpt_dir = self.checkpoint_dir()
-        _save(payload, ckpt_dir / "segmentation.pth")
-        complete = {**payload, "image_size": int(getattr(dm, "image_size", 224)), "threshold": self.threshold,
-                    "region_threshold": self.region_threshold,
-                    "motion": dm.detector.settings() if hasattr(dm, "detector") else {}}
-        _save(complete, ckpt_dir / "complete.pth")
-        self.phase_log.extra["files"] = [str(ckpt_dir / "segmentation.pth"), str(ckpt_dir / "complete.pth")]
-        print(f"\nphase 2 saved: {ckpt_dir / 'segmentation.pth'}, {ckpt_dir / 'complete.pth'} "
-              f"(python -m deploy.relevance <events dir> --model {ckpt_dir / 'complete.pth'})")
+    def artifacts(self, stage: str) -> dict[str, Any]:
+        # after the test the module holds the weights of the selected checkpoint
+        if stage != "test":
+            return {}
+        files: dict[str, Any] = {"checkpoints/segmentation.pth": net_payload(self.net)}
+        if self.spec is not None:
+            facts = {"image_size": int(self.spec.input.shape[-1]), "threshold": self.threshold,
+                     "region_threshold": self.region_threshold,
+                     "eval_frames": int(self.spec.extras.get("eval_frames", 4)),
+                     "motion": dict(self.spec.extras.get("motion") or {})}
+            files["checkpoints/complete.pth"] = net_payload(self.net, **facts)
+        if self._comparison:
+            files["comparison.jpg"] = comparison_image(self._comparison)
+        return files
 
 
-def _save(payload: dict[str, Any], path: Path) -> None:
-    buffer = io.BytesIO()
-    torch.save(payload, buffer)
-    atomic_write_bytes(path, buffer.getvalue())
-
-
-def _draw_regions(image: np.ndarray, regions: list[dict[str, Any]], relevant: list[bool] | None,
-                  scores: list[float] | None) -> np.ndarray:
+def _draw_regions(image: np.ndarray, regions: list[dict[str, Any]], decision: RegionDecision | None) -> np.ndarray:
     import cv2
 
     out = image.copy()
     for i, r in enumerate(regions):
         x, y, w, h = (int(round(v)) for v in r["box"])
-        color = (255, 255, 0) if relevant is None else ((0, 220, 0) if relevant[i] else (230, 0, 0))
+        color = (255, 255, 0) if decision is None else ((0, 220, 0) if decision.relevant[i] else (230, 0, 0))
         cv2.rectangle(out, (x, y), (x + w, y + h), color, 2)
-        if scores is not None:
-            cv2.putText(out, f"{scores[i]:.2f}", (x + 2, max(10, y - 3)), cv2.FONT_HERSHEY_SIMPLEX, 0.4, color, 1)
+        if decision is not None:
+            cv2.putText(out, f"{decision.scores[i]:.2f}", (x + 2, max(10, y - 3)), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
+                        color, 1)
     return out
 
 
-def comparison_image(items: list[dict[str, Any]], region_threshold: float) -> np.ndarray:
-    """Rows of events; columns: motion detection | untrained | trained (green relevant, red irrelevant)."""
+def comparison_image(items: list[dict[str, Any]]) -> np.ndarray:
+    """The seed's comparison, ``H x W x 3`` uint8 RGB: rows of events; columns: motion detection |
+    untrained | trained (green relevant, red irrelevant, with each region's score)."""
     import cv2
 
     rows = []
     for item in items:
-        frame = ((item["frame"] * STD + MEAN).clamp(0, 1).permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+        frame = (_denormalize(item["frame"]).permute(1, 2, 0).numpy() * 255).astype(np.uint8)
         motion = frame.copy()
-        motion[item["motion"].numpy() > 0] = (0.5 * motion[item["motion"].numpy() > 0] + [0, 0, 127]).astype(np.uint8)
-        cols = [_draw_regions(motion, item["regions"], None, None)]
+        moving = item["motion"].numpy() > 0
+        motion[moving] = (0.5 * motion[moving] + [0, 0, 127]).astype(np.uint8)
+        cols = [_draw_regions(motion, item["regions"], None)]
         for key in ("untrained", "trained"):
-            result = item[key]
-            if result is None:
+            if item[key] is None:
                 cols.append(np.zeros_like(frame))
                 continue
-            heat = cv2.applyColorMap((result["prob"].numpy() * 255).astype(np.uint8), cv2.COLORMAP_JET)[..., ::-1]
+            prob, decision = item[key]
+            heat = cv2.applyColorMap((prob.numpy() * 255).astype(np.uint8), cv2.COLORMAP_JET)[..., ::-1]
             blend = (0.55 * frame + 0.45 * heat).astype(np.uint8)
-            cols.append(_draw_regions(blend, item["regions"], result["relevant"], result["scores"]))
+            cols.append(_draw_regions(blend, item["regions"], decision))
         rows.append(np.concatenate([np.pad(c, ((2, 2), (2, 2), (0, 0))) for c in cols], axis=1))
     header = np.full((18, rows[0].shape[1], 3), 255, np.uint8)
     width = rows[0].shape[1] // 3
