@@ -24,9 +24,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import torch  # noqa: E402
 
-from datamodules.relevance import RelevanceDataModule  # noqa: E402
+from datamodules.relevance import RelevanceSegmentationDataModule  # noqa: E402
 from lightning_modules.losses import CombinedSegmentationLoss  # noqa: E402
-from lightning_modules.nets.relevance import RelevanceNet  # noqa: E402
+from lightning_modules.nets.segmentation import UNet  # noqa: E402
 
 
 def main() -> None:
@@ -39,11 +39,11 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     with tempfile.TemporaryDirectory() as tmp:
-        dm = RelevanceDataModule(synthetic_dir=tmp, cache_dir=f"{tmp}/cache", image_size=args.image_size,
-                                 batch_size=args.batch_size, synthetic_events=20)
+        dm = RelevanceSegmentationDataModule(synthetic_dir=tmp, cache_dir=f"{tmp}/cache", image_size=args.image_size,
+                                             batch_size=args.batch_size, synthetic_events=20)
         dm.prepare_data()
         dm.setup("fit")
-        net, loss_fn = RelevanceNet(), CombinedSegmentationLoss()
+        net, loss_fn = UNet(num_classes=1), CombinedSegmentationLoss()
         opt = torch.optim.AdamW(net.parameters(), lr=1e-3)
 
         def step(batch: dict) -> None:

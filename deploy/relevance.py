@@ -5,7 +5,8 @@
 ``<events dir>`` is one event (a folder of frames) or ``root/<camera>/<event_id>/`` folders. For each
 event: stage-1 motion regions, the relevance mask (max over up to ``--frames`` frames), per-region
 score = mean relevance inside the region, relevant if above the threshold, and the alert decision
-(any relevant region). One line per event is printed; ``--json`` writes everything.
+(any relevant region): the sampling, preprocessing and rule of the run's test. One line per event
+is printed; ``--json`` writes everything.
 """
 
 from __future__ import annotations
@@ -23,62 +24,64 @@ class RelevanceMaskPredictor:
 
     ``frames``: [T, H, W, 3] RGB uint8 (one event; a single frame works too) and ``motion``: the
     :class:`datamodules.motion.MotionResult` of the event. Without ``model_path`` a network is
-    built from ``net`` (tests) or untrained defaults.
+    built from ``net`` (tests) or untrained defaults. Frames are sampled, preprocessed and decided
+    on by the functions the test of a run uses (``datamodules.relevance.sample_frames`` and
+    ``preprocess_frames``, ``lightning_modules.nets.relevance.decide_regions``).
     """
 
     def __init__(self, model_path: str | Path | None = None, net: Any = None, image_size: int = 224,
-                 region_threshold: float = 0.5, max_frames: int = 4, device: str = "cpu"):
-        import torch
-
+                 region_threshold: float = 0.5, max_frames: int | None = None, device: str = "cpu"):
         from datamodules.motion import MotionDetector
-        from lightning_modules.nets.relevance import NET_FORMAT, RelevanceNet
-        from suite.errors import UserError
+        from lightning_modules.nets.segmentation import UNet
 
-        self.torch = torch
         motion_settings: dict[str, Any] = {}
+        frames = 4
         if model_path is not None:
+            from lightning_modules.nets.relevance import net_from_payload
             from suite.checkpoints import load_checkpoint
+            from suite.errors import UserError
 
             payload = load_checkpoint(model_path)
-            if payload.get("format") != NET_FORMAT or "image_size" not in payload:
+            if "image_size" not in payload:
                 raise UserError(f"{model_path} is not a complete relevance model (checkpoints/complete.pth of a "
                                 "relevance_segmentation run)")
-            net = RelevanceNet(backbone=payload["backbone"], in_channels=payload["in_channels"],
-                               encoder_depth=payload["encoder_depth"], decoder_channels=payload["decoder_channels"])
-            net.load_state_dict(payload["state_dict"])
+            net = net_from_payload(payload, model_path)
             image_size = int(payload["image_size"])
             region_threshold = float(payload["region_threshold"])
+            frames = int(payload.get("eval_frames", frames))
             motion_settings = dict(payload.get("motion") or {})
-        self.net = (net if net is not None else RelevanceNet()).eval().to(device)
+        self.net = (net if net is not None else UNet()).eval().to(device)
         self.image_size, self.region_threshold = image_size, region_threshold
-        self.max_frames, self.device = max_frames, device
+        self.max_frames, self.device = max_frames or frames, device
         self.detector = MotionDetector(**motion_settings)
+
+    def preprocess(self, frames: np.ndarray) -> Any:
+        """The network's input for an event: its sampled frames, preprocessed as in training."""
+        from datamodules.relevance import preprocess_frames, sample_frames
+
+        frames = frames[None] if frames.ndim == 3 else frames
+        return preprocess_frames(frames[sample_frames(len(frames), self.max_frames)], self.image_size)
 
     def relevance_mask(self, frames: np.ndarray) -> np.ndarray:
         """[H, W] float relevance in [0, 1] at the frames' size (max over sampled frames)."""
-        import cv2
+        from lightning_modules.nets.relevance import event_relevance, resize_relevance
 
-        torch = self.torch
-        frames = frames[None] if frames.ndim == 3 else frames
-        picks = np.unique(np.linspace(0, len(frames) - 1, min(len(frames), self.max_frames)).round().astype(int))
-        mean, std = np.array([0.485, 0.456, 0.406]), np.array([0.229, 0.224, 0.225])
-        batch = np.stack([(cv2.resize(frames[k], (self.image_size, self.image_size),
-                                      interpolation=cv2.INTER_AREA) / 255.0 - mean) / std for k in picks])
-        x = torch.from_numpy(batch.transpose(0, 3, 1, 2).astype(np.float32)).to(self.device)
-        with torch.inference_mode():
-            prob = torch.sigmoid(self.net(x)).amax(dim=0)[0].cpu().numpy()
-        h, w = frames.shape[1:3]
-        return cv2.resize(prob, (w, h), interpolation=cv2.INTER_LINEAR)
+        prob = event_relevance(self.net, self.preprocess(frames).to(self.device)).cpu()
+        return resize_relevance(prob, frames.shape[-3:-1]).numpy()
 
     def decide(self, relevance: np.ndarray, motion: Any) -> dict[str, Any]:
         """Region scores from a relevance mask and a motion result (labels + regions)."""
-        regions = []
-        for r in motion.regions:
-            inside = motion.labels == r.id
-            score = float(relevance[inside].mean()) if inside.any() else 0.0
-            regions.append({**r.to_dict(), "score": score, "relevant": score > self.region_threshold})
-        relevant = sum(r["relevant"] for r in regions)
-        return {"regions": regions, "num_regions": len(regions), "num_relevant": relevant, "alert": relevant > 0}
+        import torch
+
+        from lightning_modules.nets.relevance import decide_regions
+
+        decision = decide_regions(torch.from_numpy(np.asarray(relevance, np.float32)),
+                                  torch.from_numpy(motion.labels.astype(np.int64)),
+                                  [r.id for r in motion.regions], self.region_threshold)
+        regions = [{**r.to_dict(), "score": score, "relevant": relevant}
+                   for r, score, relevant in zip(motion.regions, decision.scores, decision.relevant, strict=True)]
+        relevant = sum(decision.relevant)
+        return {"regions": regions, "num_regions": len(regions), "num_relevant": relevant, "alert": decision.alert}
 
     def predict(self, frames: np.ndarray, motion: Any) -> dict[str, Any]:
         return self.decide(self.relevance_mask(frames), motion)
@@ -120,7 +123,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("events", type=Path, help="an event folder of frames, or root/<camera>/<event_id>/")
     parser.add_argument("--model", type=Path, required=True, help="checkpoints/complete.pth of a relevance run")
     parser.add_argument("--json", type=Path, default=None, help="write all decisions here")
-    parser.add_argument("--frames", type=int, default=4, help="frames per event the network sees")
+    parser.add_argument("--frames", type=int, default=None,
+                        help="frames per event the network sees (default: the run's data.eval_frames)")
     args = parser.parse_args(argv)
 
     from suite.errors import UserError
