@@ -21,6 +21,7 @@ from datamodules.relevance import (
     preprocess_frame,
 )
 from datamodules.synthetic.relevance import GENERATOR
+from suite.backbones import IMAGENET_MEAN
 from suite.errors import ConfigError, DataError
 
 
@@ -149,7 +150,7 @@ def test_spec_of_each_phase(synthetic_root: Path) -> None:
     for spec in (contrastive, segmentation):
         assert spec.task == "relevance"
         assert spec.head("mask").classes == ("irrelevant", "relevant") and spec.head("mask").positive == 1
-        assert spec.input.shape == (3, 32, 32) and spec.input.mean == (0.485, 0.456, 0.406)
+        assert spec.input.shape == (3, 32, 32) and spec.input.mean == IMAGENET_MEAN
         assert spec.split_sizes == {"train": 6, "val": 3, "test": 3}
     assert contrastive.extras["mode"] == "contrastive" and "motion" not in contrastive.extras
     assert segmentation.extras["mode"] == "segmentation" and segmentation.extras["eval_frames"] == 3
