@@ -7,6 +7,7 @@ An events table has the columns ``video_path, video_id, start_s, end_s, label`` 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import PurePath
 
 import numpy as np
 import pandas as pd
@@ -37,13 +38,21 @@ class SplitSummary:
 
 
 def add_event_ids(events: pd.DataFrame) -> pd.DataFrame:
-    """An ``event_id`` per row (kept when the table has one) so predictions can be traced to events."""
+    """An ``event_id`` per row (kept when the table has one) so predictions can be traced to events.
+
+    A made-up id is ``<video_id>@<start>-<end>``, with the video file's stem after the video id when
+    the two differ: several one-event clips of one source group (``video_id`` = the group) often share
+    their times, and the id must still tell them apart (the splits are checked to share no id).
+    """
     events = events.copy()
     if "event_id" not in events.columns:
-        events["event_id"] = [
-            f"{v}@{float(s):.2f}-{float(e):.2f}"
-            for v, s, e in zip(events["video_id"], events["start_s"], events["end_s"], strict=True)
-        ]
+        ids = []
+        for v, path, s, e in zip(events["video_id"], events["video_path"], events["start_s"], events["end_s"],
+                                 strict=True):
+            stem = PurePath(str(path)).stem
+            video = str(v) if stem == str(v) else f"{v}/{stem}"
+            ids.append(f"{video}@{float(s):.2f}-{float(e):.2f}")
+        events["event_id"] = ids
     events["event_id"] = events["event_id"].astype(str)
     return events
 

@@ -122,3 +122,12 @@ def test_make_splits_rejects_unknown_mapping(tmp_path: Path, capsys: pytest.Capt
     rc = make_splits.main(["--clips-dir", str(tmp_path / "clips"), "--labels", str(tmp_path / "clips" / "labels.csv"),
                            "--video-id-column", "source_group", "--out-dir", str(tmp_path / "out")])
     assert rc == 2 and "source_group" in capsys.readouterr().err
+
+
+def test_made_up_event_ids_tell_clips_of_one_group_apart() -> None:
+    clips = pd.DataFrame({"video_path": ["fight/a.mp4", "fight/b.mp4", "videos/v1.mp4"], "video_id": ["g1", "g1", "v1"],
+                          "start_s": [0.0, 0.0, 2.0], "end_s": [2.0, 2.0, 4.0], "label": ["tail"] * 3})
+    ids = add_event_ids(clips)["event_id"].tolist()
+    assert ids == ["g1/a@0.00-2.00", "g1/b@0.00-2.00", "v1@2.00-4.00"]
+    given = add_event_ids(clips.assign(event_id=["x", "y", "z"]))
+    assert given["event_id"].tolist() == ["x", "y", "z"]
