@@ -308,7 +308,7 @@ class RelevanceSegmentationModule(_RelevancePhase):
         untrained_net = self._untrained_net()
         untrained = self._decide(untrained_net, event, "untrained") if untrained_net is not None else None
         if len(self._comparison) < self.comparison_events and event["regions"]:
-            self._comparison.append({"frame": frames[event["middle"]].cpu(), "motion": event["motion"],
+            self._comparison.append({"frame": frames[event["middle"]].cpu(), "motion": event["motion"].cpu(),
                                      "regions": event["regions"], "trained": (prob, trained),
                                      "untrained": untrained})
         classes = self._classes()
