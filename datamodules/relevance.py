@@ -524,7 +524,7 @@ class RelevanceSegmentationDataModule(RelevanceEventsBase):
 _SEGMENTATION_ONLY = ("use_labels", "eval_frames", "motion", "cache_dir")
 
 
-def RelevanceDataModule(mode: str | None = None, **kwargs: Any) -> RelevanceEventsBase:  # noqa: N802
+def RelevanceDataModule(mode: str | None = None, **kwargs: Any) -> RelevanceEventsBase:
     """The former single DataModule of both phases, chosen by ``data.mode`` (default: segmentation).
 
     Kept so that configs of earlier runs (``_target_: datamodules.relevance.RelevanceDataModule``)
