@@ -19,6 +19,7 @@ from suite.config_check import (
     validate_config,
 )
 from suite.errors import ConfigError
+from suite.launch import check_accelerator
 from suite.training import instantiate
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -191,3 +192,25 @@ def test_errors_raised_outside_the_suite_keep_their_report() -> None:
     """A ValueError from torch's own code is not assumed to be a config value: it stays an internal error."""
     with pytest.raises(InstantiationException, match="dropout probability"):
         instantiate(OmegaConf.create({"_target_": "torch.nn.Dropout", "p": 2.0}), key="model.drop")
+
+
+@pytest.mark.parametrize(
+    ("trainer", "visible", "message"),
+    [
+        ({"accelerator": "gpu", "devices": 1}, 0, r"accelerator=gpu: no GPU visible to this process.*trainer=cpu"),
+        ({"accelerator": "cuda", "devices": 1}, 0, r"trainer.accelerator=cuda: no GPU visible"),
+        ({"accelerator": "gpu", "devices": 2}, 1, r"trainer.devices=2: 2 GPUs asked for, 1 visible to this process"),
+    ],
+)
+def test_gpu_accelerator_needs_visible_gpus(monkeypatch: pytest.MonkeyPatch, trainer: dict, visible: int,
+                                            message: str) -> None:
+    monkeypatch.setattr("suite.launch.visible_gpus", lambda accelerator: visible)
+    with pytest.raises(ConfigError, match=message):
+        check_accelerator(OmegaConf.create(trainer))
+
+
+@pytest.mark.parametrize("trainer", [{"accelerator": "cpu", "devices": 2}, {"accelerator": "auto", "devices": 1},
+                                     {"accelerator": "gpu", "devices": -1}, {"accelerator": "gpu", "devices": 1}])
+def test_accelerators_that_can_run_pass(monkeypatch: pytest.MonkeyPatch, trainer: dict) -> None:
+    monkeypatch.setattr("suite.launch.visible_gpus", lambda accelerator: 1)
+    check_accelerator(OmegaConf.create(trainer))

@@ -49,6 +49,12 @@ def _hold(slots: list[int], lock_dir: str, hold_s: float, queue) -> None:
 
 
 @pytest.fixture
+def two_gpus(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Pretend GPUs for trainer.accelerator=gpu, which is refused where none is visible."""
+    monkeypatch.setattr("suite.launch.visible_gpus", lambda accelerator: 2)
+
+
+@pytest.fixture
 def lock_dir(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "locks"
     monkeypatch.setenv(gpu_slots.LOCK_DIR_ENV, str(path))
@@ -119,7 +125,7 @@ def test_slots_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
     assert gpu_slots.available_slots() == [1, 3]
 
 
-def test_prepare_job_points_the_trainer_at_its_slot(make_cfg, tmp_path: Path, lock_dir: Path,
+def test_prepare_job_points_the_trainer_at_its_slot(make_cfg, tmp_path: Path, lock_dir: Path, two_gpus: None,
                                                      monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(gpu_slots.SLOTS_ENV, "2")
     cfg = _as_multirun(make_cfg(["hydra/launcher=local", "trainer.accelerator=gpu"], tmp_path / "job"))
@@ -141,7 +147,8 @@ def test_prepare_job_points_the_trainer_at_its_slot(make_cfg, tmp_path: Path, lo
         other.wait()
 
 
-def test_prepare_job_leaves_single_runs_alone(make_cfg, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_prepare_job_leaves_single_runs_alone(make_cfg, tmp_path: Path, two_gpus: None,
+                                              monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv(gpu_slots.SLOTS_ENV, "2")
     cfg = make_cfg(["trainer.accelerator=gpu"], tmp_path / "run")
     cfg = prepare_job(cfg)
@@ -296,11 +303,15 @@ SWEEP_APP = textwrap.dedent("""
     import json, os, sys, time
     sys.path.insert(0, {root!r})
     import hydra
+    import suite.launch
     from suite.launch import prepare_job
+
+    suite.launch.visible_gpus = lambda accelerator: 2  # the pretend GPUs of SUITE_GPU_SLOTS=2
 
     @hydra.main(version_base="1.3", config_path={conf!r}, config_name="train")
     def main(cfg):
         started = time.time()
+        suite.launch.visible_gpus = lambda accelerator: 2  # again in each joblib worker
         cfg = prepare_job(cfg)
         time.sleep(1.0)
         record = {{"seed": cfg.seed, "pid": os.getpid(), "devices": list(cfg.trainer.devices),
