@@ -12,7 +12,7 @@ Layouts:
 - ``flat``: ``root/<class>/*.mp4`` plus ``labels.csv`` (``path,label,source_group``), where a
   group is one simulated camera (same background) — the layout of the real surveillance clips.
 
-``python -m datamodules.synthetic violence OUT [--seed N] [layout=flat] ['videos={train: 8}']``
+``python -m datamodules.synthetic violence OUT [layout=flat] ['videos={train: 8}'] [--seed N]``
 writes one; the DataModule uses :data:`GENERATOR` for its default data.
 """
 
