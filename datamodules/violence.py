@@ -124,10 +124,11 @@ def read_groups(csv_path: Path, root: Path, path_column: str, group_column: str)
 
 
 class SequenceDataset(Dataset):
-    """Items ``(array, row)`` of cached feature arrays; windows of ``clip_len`` frames.
+    """Items ``(copy, row, video)`` of the cached feature arrays; windows of ``clip_len`` frames.
 
-    ``train``: one random window per read (temporal jitter). Otherwise the centre window plus
-    ``tta_crops`` windows at evenly spread positions.
+    A read gives ``features [clip_len, D]``, ``label``, ``item_id`` (the video's path under ``root``)
+    and ``group``. ``train``: one random window per read (temporal jitter). Otherwise the centre
+    window, plus ``tta [tta_crops, clip_len, D]``: windows at evenly spread positions.
     """
 
     def __init__(self, arrays: Mapping[int, MappedFeatures], items: Sequence[tuple[int, int, VideoItem]],
