@@ -31,8 +31,9 @@ def main(cfg: DictConfig) -> float | None:
 
 
 if __name__ == "__main__":
-    from suite.config_check import check_group_overrides
+    from suite.config_check import check_command_line
     from suite.errors import run_cli
 
-    # experiment=<typo> and experiment=[a,b] are refused before Hydra composes (or half-merges) anything.
-    run_cli(main, before=lambda: check_group_overrides(sys.argv[1:], CONF_DIR))
+    # A command line Hydra cannot compose (experiment=<typo>, an unknown key) or would half-merge
+    # (experiment=[a,b]) is refused before Hydra starts: exit 2 like every config error, not Hydra's 1.
+    run_cli(main, before=lambda: check_command_line(sys.argv[1:], CONF_DIR))

@@ -332,21 +332,26 @@ def _group_option_errors(group: str, value: Any, conf_dir: Path, multirun: bool)
     return [f"{group}={value}: there is no {group} '{value}'{hint}; the {group} options are: {', '.join(names)}"]
 
 
-def check_group_overrides(argv: Sequence[str], conf_dir: str | Path) -> None:
-    """Refuse a command line that picks a config group option that does not exist, or several options
-    of a single-choice group, before Hydra composes anything (Hydra's own report of a missing option
-    ends with exit code 1, like a crash). Groups of Hydra and its plugins (``hydra/...``) are left to Hydra.
-    """
+def _command_line(argv: Sequence[str]) -> Any | None:
+    """Hydra's reading of ``argv``; None when nothing will be composed and run (``--help``...) or the
+    command line is malformed (Hydra says what is wrong with it)."""
     from hydra._internal.utils import get_args_parser
 
-    conf_dir = Path(conf_dir)
     try:
         args = get_args_parser().parse_args(list(argv))
-    except SystemExit:  # a malformed command line: Hydra says what is wrong with it
-        return
-    if any(getattr(args, flag, None) for flag in _NO_RUN_FLAGS):
-        return
-    if args.config_path or args.config_dir:  # other config folders may hold other options
+    except SystemExit:
+        return None
+    return None if any(getattr(args, flag, None) for flag in _NO_RUN_FLAGS) else args
+
+
+def check_group_overrides(argv: Sequence[str], conf_dir: str | Path) -> None:
+    """Refuse a command line that picks a config group option that does not exist, or several options
+    of a single-choice group, before Hydra composes anything. Groups of Hydra and its plugins
+    (``hydra/...``) are left to Hydra.
+    """
+    conf_dir = Path(conf_dir)
+    args = _command_line(argv)
+    if args is None or args.config_path or args.config_dir:  # other config folders may hold other options
         return
     overrides = _parse_overrides(args.overrides) or []
     if any(o.key_or_group.startswith("hydra.searchpath") for o in overrides):
@@ -364,6 +369,36 @@ def check_group_overrides(argv: Sequence[str], conf_dir: str | Path) -> None:
             errors += _group_option_errors(group, value, conf_dir, args.multirun)
     if errors:
         raise ConfigError("invalid command line:\n  - " + "\n  - ".join(errors))
+
+
+def check_command_line(argv: Sequence[str], conf_dir: str | Path, config_name: str = "train") -> None:
+    """Refuse, as a ConfigError, a command line whose config cannot be composed: a group option that does
+    not exist, a list for a single-choice group, an override of a key that does not exist
+    (``data.batch_sise=4``), a malformed value. Hydra reports these with exit code 1, like a crash.
+
+    Sweeps (``-m a=1,2``) are composed without their swept overrides, as Hydra composes a multirun.
+    """
+    from hydra import compose, initialize_config_dir
+    from hydra.errors import HydraException
+    from omegaconf.errors import OmegaConfBaseException
+
+    check_group_overrides(argv, conf_dir)
+    args = _command_line(argv)
+    if args is None or args.config_path or args.config_dir:
+        return
+    overrides = _parse_overrides(args.overrides)
+    if overrides is None:  # malformed: composing reports it
+        fixed = list(args.overrides)
+    else:
+        fixed = [o.input_line for o in overrides if not o.is_sweep_override()]
+    try:
+        with initialize_config_dir(config_dir=str(Path(conf_dir).resolve()), version_base="1.3"):
+            compose(args.config_name or config_name, overrides=fixed)
+    except HydraException as err:
+        cause = f"\n{err.__cause__}" if isinstance(err.__cause__, OmegaConfBaseException) else ""
+        raise ConfigError(f"invalid command line: {err}{cause}") from None
+    except Exception:  # noqa: BLE001 - anything else is Hydra's to report, as it would without this check
+        return
 
 
 # ---------------------------------------------------------------------------------------------

@@ -12,6 +12,7 @@ from omegaconf import OmegaConf
 
 from suite.config_check import (
     RangeRule,
+    check_command_line,
     check_group_overrides,
     range_errors,
     rule_for,
@@ -67,12 +68,14 @@ def test_cli_typo_fails_fast_without_training(tmp_path: Path) -> None:
     assert not (run_dir / "checkpoints").exists()
 
 
-def test_cli_unknown_override_is_refused_by_hydra(tmp_path: Path) -> None:
+def test_cli_unknown_override_exits_2_naming_the_key(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "train.py", "data.batch_sise=4", f"hydra.run.dir={tmp_path / 'run'}"],
         cwd=ROOT, capture_output=True, text=True, timeout=60,
     )
-    assert proc.returncode != 0 and "data.batch_sise" in proc.stderr
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "Could not override 'data.batch_sise'" in proc.stderr and "full_key: data.batch_sise" in proc.stderr
+    assert not (tmp_path / "run").exists()
 
 
 def test_help_answers_quickly() -> None:
@@ -214,3 +217,23 @@ def test_gpu_accelerator_needs_visible_gpus(monkeypatch: pytest.MonkeyPatch, tra
 def test_accelerators_that_can_run_pass(monkeypatch: pytest.MonkeyPatch, trainer: dict) -> None:
     monkeypatch.setattr("suite.launch.visible_gpus", lambda accelerator: 1)
     check_accelerator(OmegaConf.create(trainer))
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["data.batch_sise=4"], r"(?s)Could not override 'data.batch_sise'.*full_key: data.batch_sise"),
+        (["-m", "data.batch_sise=4", "seed=1,2"], r"Could not override 'data.batch_sise'"),
+        (["+seed=3"], r"An item is already at 'seed'"),
+        (["trainer.max_epochs=[1"], r"no viable alternative at input '\[1'"),
+    ],
+)
+def test_a_command_line_hydra_cannot_compose_is_a_config_error(argv: list[str], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        check_command_line(argv, ROOT / "conf")
+
+
+@pytest.mark.parametrize("argv", [["-m", "seed=1,2"], ["experiment=intravideo", "hydra.run.dir=/x"],
+                                  ["--help", "a.b=1"]])
+def test_a_command_line_that_composes_passes(argv: list[str]) -> None:
+    check_command_line(argv, ROOT / "conf")
