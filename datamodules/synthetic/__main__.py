@@ -25,7 +25,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--list", action="store_true", help="print the task's parameters and defaults")
     parser.add_argument("params", nargs="*", metavar="key=value", help="generator parameters")
-    args = parser.parse_args(argv)
+    args = parser.parse_intermixed_args(argv)
     gen = generator(args.task)
     if args.list or not args.out:
         print(f"{args.task}: {gen.description}")
