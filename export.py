@@ -105,6 +105,7 @@ def load_run(run_dir: str | Path | RunDir, checkpoint: str = "best",
     """(config, datamodule set up, LegoModule with the checkpoint's weights, in eval mode)."""
     from hydra.utils import instantiate
 
+    from lightning_modules.lego import checkpoint_spec
     from suite.checkpoints import load_checkpoint
 
     run = run_dir if isinstance(run_dir, RunDir) else RunDir(Path(run_dir))
@@ -113,14 +114,14 @@ def load_run(run_dir: str | Path | RunDir, checkpoint: str = "best",
         raise UserError(f"{run}: export.py exports lego runs; this run trained {cfg.model.get('_target_')}")
     ckpt_path = run.checkpoint(checkpoint)
     state = load_checkpoint(ckpt_path)
-    classes = state.get("lego_classes")
-    if not classes:
+    spec = checkpoint_spec(state)
+    if spec is None:
         raise UserError(f"{ckpt_path} has no lego class names (not a checkpoint of a lego run)")
     datamodule = instantiate(cfg.data)
     datamodule.prepare_data()
     datamodule.setup("fit")
     module = instantiate(cfg.model)
-    module.build(classes["part_names"], classes["color_names"], classes["subsets"])
+    module.configure(spec)
     module.load_state_dict(state["state_dict"])
     module.eval()
     return cfg, datamodule, module
