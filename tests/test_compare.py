@@ -32,7 +32,9 @@ def make_run(path: Path, overrides: list[str], metrics: dict | None, history: in
         (path / "metrics").mkdir()
         (path / "metrics" / "metrics.json").write_text(json.dumps(metrics))
     if predictions:
-        rows = ["event_id,label,prob_tail"] + [f"e{i},{t},{p}" for i, (p, t) in enumerate(predictions)]
+        names = ("normal", "tail")
+        rows = ["item_id,group,label,pred,score_normal,score_tail"] + [
+            f"e{i},,{names[t]},{names[int(p >= 0.5)]},{1 - p},{p}" for i, (p, t) in enumerate(predictions)]
         (path / "predictions_agg.csv").write_text("\n".join(rows) + "\n")
     return path
 
@@ -139,11 +141,12 @@ def test_clear_errors(tmp_path: Path, sweep: Path, capsys: pytest.CaptureFixture
 
 
 def test_reliability_from_class_name_labels(tmp_path: Path) -> None:
-    """Violence-style predictions: label names and a prob_<positive class> column."""
+    """Violence-style predictions in the suite's schema: class names as labels, score_<class> columns."""
     for i, exp in enumerate(["violence_failed", "violence_optimal"]):
         run = make_run(tmp_path / "s" / str(i), [f"experiment={exp}", "seed=1"], {"test/acc": 0.5})
-        rows = ["video,label,prob_violent"] + [f"v{k},{'violent' if k % 2 else 'non_violent'},{0.1 + 0.08 * k}"
-                                               for k in range(10)]
+        rows = ["item_id,group,label,pred,score_non_violent,score_violent,prob_violent_tta"] + [
+            f"v{k},,{'violent' if k % 2 else 'non_violent'},,{0.9 - 0.08 * k},{0.1 + 0.08 * k},0.99"
+            for k in range(10)]
         (run / "predictions_agg.csv").write_text("\n".join(rows) + "\n")
     result = build_report([tmp_path / "s"])
     assert "reliability.png" in result["plots"]

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from suite.contracts import score_columns
 from suite.errors import DataError
 from suite.run_dir import FINISHED_MARKER, RunDir
 
@@ -424,16 +425,13 @@ def binary_predictions(run: Run) -> tuple[list[float], list[int]] | None:
     if not path.is_file():
         return None
     frame = pd.read_csv(path)
-    prob_col = next((c for c in ("prob", "probability", "prob_pos", "p_tail", "prob_tail", "score")
-                     if c in frame.columns), None)
-    prob_col = prob_col or next((c for c in frame.columns if c.startswith("prob_") and not c.endswith("_tta")), None)
-    target_col = next((c for c in ("target", "label", "y_true", "true") if c in frame.columns), None)
-    if prob_col is None or target_col is None:
+    # the suite's prediction schema: label, pred and one score_<class> column per class, in class-index
+    # order; binary tasks put their positive class (tail, violent, relevant) at index 1
+    scores = score_columns(frame.columns)
+    if len(scores) != 2 or "label" not in frame.columns:
         return None
-    target = pd.to_numeric(frame[target_col], errors="coerce")
-    if target.isna().all() and prob_col.startswith("prob_"):
-        # class names as labels: the probability column names the positive class (prob_violent)
-        target = (frame[target_col].astype(str) == prob_col[len("prob_"):]).astype(int)
+    positive, prob_col = list(scores.items())[1]
+    target = (frame["label"].astype(str) == positive).astype(int)
     prob = pd.to_numeric(frame[prob_col], errors="coerce")
     ok = target.isin([0, 1]) & prob.between(0, 1)
     if ok.sum() == 0:
