@@ -84,6 +84,7 @@ def test_confusion_matrix_and_pr_curve_panels(tmp_path: Path) -> None:
     from lightning.pytorch.loggers import TensorBoardLogger
 
     from callbacks.tensorboard_panels import TensorBoardPanels
+    from suite.contracts import StepOutput
 
     logger = TensorBoardLogger(save_dir=str(tmp_path), name="tensorboard", version="")
     trainer = SimpleNamespace(sanity_checking=False, world_size=1, is_global_zero=True, loggers=[logger],
@@ -92,8 +93,8 @@ def test_confusion_matrix_and_pr_curve_panels(tmp_path: Path) -> None:
     panels.on_validation_epoch_start(trainer, None)
     prob = torch.tensor([0.1, 0.8, 0.6, 0.3, 0.9, 0.2])
     target = torch.tensor([0, 1, 0, 1, 1, 0])
-    panels.on_validation_batch_end(trainer, None, {"preds": (prob > 0.5).long(), "target": target,
-                                                   "prob": torch.stack([1 - prob, prob], 1)}, None, 0)
+    output = StepOutput(preds=(prob > 0.5).long(), target=target, prob=torch.stack([1 - prob, prob], 1))
+    panels.on_validation_batch_end(trainer, None, output, None, 0)
     panels.on_validation_epoch_end(trainer, None)
     logger.experiment.flush()
     tags = read_tags(tmp_path)
