@@ -11,6 +11,7 @@ import torch
 
 from callbacks import ClassGap, EpochSummary, NonFiniteLossGuard, PredictionCollapse, TrainingHistory
 from callbacks.non_finite import NonFiniteLossError
+from suite.contracts import DataSpec, Head, InputSpec, StepOutput
 
 
 def fake_trainer(**kw) -> SimpleNamespace:
@@ -23,15 +24,23 @@ def fake_trainer(**kw) -> SimpleNamespace:
 def fake_module() -> MagicMock:
     module = MagicMock()
     module.device = torch.device("cpu")
-    module.class_names = ["nonviolent", "violent"]
+    module.spec = DataSpec("violence", (Head("label", ("nonviolent", "violent"), positive=1),),
+                           InputSpec("features", (30, 8)))
     return module
+
+
+def train_output(pred_mean: float, target_mean: float) -> dict:
+    """What Lightning hands ``on_train_batch_end`` for a training step's StepOutput."""
+    return StepOutput(loss=torch.tensor(0.5), pred_mean=torch.tensor(pred_mean),
+                      target_mean=torch.tensor(target_mean)).for_training()
 
 
 # -- PredictionCollapse ------------------------------------------------------------------
 def test_collapse_fires_like_the_seed(capsys) -> None:
     cb = PredictionCollapse(low=1e-3, high=1 - 1e-3)
     trainer, module = fake_trainer(), fake_module()
-    outputs = {"loss": torch.tensor(0.1), "pred_mean": torch.tensor(0.000012), "target_mean": torch.tensor(0.1234)}
+    outputs = StepOutput(loss=torch.tensor(0.1), pred_mean=torch.tensor(0.000012),
+                         target_mean=torch.tensor(0.1234)).for_training()
     cb.on_train_batch_end(trainer, module, outputs, None, 50)
     out = capsys.readouterr().out
     assert "Predictions may be collapsing! Batch 50: pred_mean=0.000012, target_mean=0.1234" in out
@@ -42,16 +51,16 @@ def test_collapse_fires_like_the_seed(capsys) -> None:
 def test_collapse_silent_on_healthy_or_empty_target_batches(capsys) -> None:
     cb = PredictionCollapse()
     trainer, module = fake_trainer(), fake_module()
-    cb.on_train_batch_end(trainer, module, {"pred_mean": 0.11, "target_mean": 0.12}, None, 0)
+    cb.on_train_batch_end(trainer, module, train_output(0.11, 0.12), None, 0)
     # an all-background batch predicted as background is not a collapse
-    cb.on_train_batch_end(trainer, module, {"pred_mean": 1e-5, "target_mean": 0.0}, None, 1)
+    cb.on_train_batch_end(trainer, module, train_output(1e-5, 0.0), None, 1)
     assert cb.fired == 0 and "collapsing" not in capsys.readouterr().out
 
 
 def test_collapse_patience_and_stop() -> None:
     cb = PredictionCollapse(patience=3, stop_training=True)
     trainer, module = fake_trainer(), fake_module()
-    bad = {"pred_mean": 0.99999, "target_mean": 0.2}
+    bad = train_output(0.99999, 0.2)
     for i in range(2):
         cb.on_train_batch_end(trainer, module, bad, None, i)
     assert not trainer.should_stop and cb.fired == 0
@@ -68,7 +77,7 @@ def test_collapse_rejects_bad_thresholds() -> None:
 def run_gap(cb: ClassGap, preds: list[int], target: list[int]) -> tuple[SimpleNamespace, MagicMock]:
     trainer, module = fake_trainer(current_epoch=3), fake_module()
     cb.on_validation_epoch_start(trainer, module)
-    cb.on_validation_batch_end(trainer, module, {"preds": torch.tensor(preds), "target": torch.tensor(target)},
+    cb.on_validation_batch_end(trainer, module, StepOutput(preds=torch.tensor(preds), target=torch.tensor(target)),
                                None, 0)
     cb.on_validation_epoch_end(trainer, module)
     return trainer, module
@@ -123,9 +132,10 @@ def test_history_skips_sanity_check(tmp_path) -> None:
 # -- NonFiniteLossGuard ------------------------------------------------------------------
 def test_non_finite_loss_stops_with_batch_index() -> None:
     guard = NonFiniteLossGuard()
-    guard.on_train_batch_end(fake_trainer(), fake_module(), {"loss": torch.tensor(0.3)}, None, 0)
+    guard.on_train_batch_end(fake_trainer(), fake_module(), StepOutput(loss=torch.tensor(0.3)).for_training(), None, 0)
     with pytest.raises(NonFiniteLossError, match="batch 7"):
-        guard.on_train_batch_end(fake_trainer(), fake_module(), {"loss": torch.tensor(float("nan"))}, None, 7)
+        nan = StepOutput(loss=torch.tensor(float("nan"))).for_training()
+        guard.on_train_batch_end(fake_trainer(), fake_module(), nan, None, 7)
 
 
 # -- EpochSummary ------------------------------------------------------------------------
@@ -136,3 +146,15 @@ def test_epoch_summary_format_matches_the_seed() -> None:
     assert lines[0] == ("Epoch 5/50 Complete - Train Loss: 0.3200, Val Loss: 0.2800 | Train F1: 0.4500, "
                         "Val F1: 0.4800")
     assert lines[-1] == "Val Metrics - Precision: 0.4556 | F1: 0.4800 | Iou: 0.3178"
+
+
+def test_a_callback_never_skips_a_missing_field_silently() -> None:
+    """Renaming or dropping a step output must not turn an alarm off without a word."""
+    from suite.contracts import ContractError
+
+    gap = ClassGap(class_names=["nonviolent", "violent"])
+    gap.on_validation_epoch_start(fake_trainer(), fake_module())
+    with pytest.raises(ContractError, match="'target'"):
+        gap.on_validation_batch_end(fake_trainer(), fake_module(), StepOutput(preds=torch.tensor([1])), None, 0)
+    with pytest.raises(ContractError, match="expected a StepOutput"):
+        PredictionCollapse().on_train_batch_end(fake_trainer(), fake_module(), {"loss": torch.tensor(1.0)}, None, 0)

@@ -151,7 +151,7 @@ def test_spec_of_each_phase(synthetic_root: Path) -> None:
         assert spec.task == "relevance"
         assert spec.head("mask").classes == ("irrelevant", "relevant") and spec.head("mask").positive == 1
         assert spec.input.shape == (3, 32, 32) and spec.input.mean == IMAGENET_MEAN
-        assert spec.split_sizes == {"train": 6, "val": 3, "test": 3}
+        assert spec.split_sizes == {"train": 8, "val": 2, "test": 2}
     assert contrastive.extras["mode"] == "contrastive" and "motion" not in contrastive.extras
     assert segmentation.extras["mode"] == "segmentation" and segmentation.extras["eval_frames"] == 3
     assert segmentation.extras["motion"]["threshold"] == 40
