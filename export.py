@@ -103,10 +103,10 @@ def split_options(items: Sequence[str]) -> tuple[ExportOptions, list[str]]:
 def load_run(run_dir: str | Path | RunDir, checkpoint: str = "best",
              overrides: Sequence[str] = ()) -> tuple[Any, Any, Any]:
     """(config, datamodule set up, LegoModule with the checkpoint's weights, in eval mode)."""
-    from hydra.utils import instantiate
 
     from lightning_modules.lego import checkpoint_spec
     from suite.checkpoints import load_checkpoint
+    from suite.training import build_model, instantiate
 
     run = run_dir if isinstance(run_dir, RunDir) else RunDir(Path(run_dir))
     cfg = run.config(overrides, weights_from_checkpoint=True)  # the checkpoint holds the weights
@@ -117,10 +117,10 @@ def load_run(run_dir: str | Path | RunDir, checkpoint: str = "best",
     spec = checkpoint_spec(state)
     if spec is None:
         raise UserError(f"{ckpt_path} has no lego class names (not a checkpoint of a lego run)")
-    datamodule = instantiate(cfg.data)
+    datamodule = instantiate(cfg.data, key="data")
     datamodule.prepare_data()
     datamodule.setup("fit")
-    module = instantiate(cfg.model)
+    module = build_model(cfg)
     module.configure(spec)
     module.load_state_dict(state["state_dict"])
     module.eval()

@@ -25,11 +25,11 @@ def evaluate(run_dir: str | Path | RunDir, ckpt: str = "best", overrides: list[s
 
     import lightning as L
 
-    from suite.training import build_callbacks, instantiate, prepare_model_and_data, write_run_inputs
+    from suite.training import build_callbacks, build_model, instantiate, prepare_model_and_data, write_run_inputs
 
     L.seed_everything(cfg.seed, workers=True)
-    datamodule = instantiate(cfg.data)
-    model = instantiate(cfg.model)
+    datamodule = instantiate(cfg.data, key="data")
+    model = build_model(cfg)
     spec = prepare_model_and_data(model, datamodule, ckpt_path)
     # only what evaluation needs: writers and the task's test-time callbacks, no checkpointing
     skip = ("ModelCheckpoint", "EarlyStopping", "LearningRateMonitor", "TrainingHistory")

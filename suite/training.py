@@ -39,6 +39,13 @@ def instantiate(node: DictConfig, key: str | None = None, **kwargs: Any) -> Any:
         raise
 
 
+def build_model(cfg: DictConfig) -> Any:
+    """The LightningModule of ``cfg.model``. Its arguments arrive as plain dicts and lists
+    (``_convert_="all"``): checkpoints load with ``weights_only=True``, which refuses the OmegaConf
+    containers ``save_hyperparameters`` would otherwise store, so no module has to convert them."""
+    return instantiate(cfg.model, key="model", _convert_="all")
+
+
 def resolve_ckpt_path(cfg: DictConfig, out_dir: Path) -> str | None:
     """``ckpt_path``: "last" (resume this run dir), "best", or a checkpoint file; None to start afresh."""
     ckpt = cfg.get("ckpt_path")
@@ -146,7 +153,7 @@ def train(cfg: DictConfig) -> float | None:
 
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data, key="data")
-    model = instantiate(cfg.model, key="model")
+    model = build_model(cfg)
     callbacks = build_callbacks(cfg)
     check_task_contract(cfg, model, callbacks)
     loggers = build_loggers(cfg)

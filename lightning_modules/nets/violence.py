@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from suite.backbones import IMAGENET_MEAN, IMAGENET_STD
 from suite.errors import ConfigError, UserError
 
 # bumped when the synthetic fc7 stand-in changes, so that caches of the old one are not reused
@@ -152,7 +153,7 @@ class FrameEncoder:
                 if self.projection:
                     model = _with_fc7_like_projection(model, self.feature_dim)
             self.model = model.eval()
-            mean, std = cfg.get("mean", (0.485, 0.456, 0.406)), cfg.get("std", (0.229, 0.224, 0.225))
+            mean, std = cfg.get("mean", IMAGENET_MEAN), cfg.get("std", IMAGENET_STD)
             self._mean = torch.tensor(mean).view(1, 3, 1, 1) * 255.0
             self._std = torch.tensor(std).view(1, 3, 1, 1) * 255.0
         self.model.to(self.device)
