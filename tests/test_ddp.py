@@ -31,14 +31,19 @@ class _TtaModule:
         return [{"item_id": i, "score_tail": sum(p) / len(p), "clips": len(p)} for i, p in sorted(items.items())]
 
 
-def _run_ranks(target, tmp_path: Path) -> None:  # noqa: ANN001
-    ctx = multiprocessing.get_context("fork")
+def _run_ranks(target, tmp_path: Path, method: str = "fork", timeout: float = 60) -> None:  # noqa: ANN001
+    ctx = multiprocessing.get_context(method)
     procs = [ctx.Process(target=target, args=(r, str(tmp_path / "init"), str(tmp_path))) for r in (0, 1)]
     for p in procs:
         p.start()
     for p in procs:
-        p.join(timeout=60)
-    assert [p.exitcode for p in procs] == [0, 0]
+        p.join(timeout=timeout)
+    codes = [p.exitcode for p in procs]
+    for p in procs:
+        if p.is_alive():  # a hung rank must not outlive the test
+            p.kill()
+            p.join()
+    assert codes == [0, 0]
 
 
 def _writer_rank(rank: int, init_file: str, out: str) -> None:
@@ -94,7 +99,8 @@ def _metrics_rank(rank: int, init_file: str, out: str) -> None:
 
 
 def test_behavior_event_metrics_see_every_rank(tmp_path: Path) -> None:
-    _run_ranks(_metrics_rank, tmp_path)
+    # spawned, not forked: a rank forked from a process that already ran torch kernels can hang in them
+    _run_ranks(_metrics_rank, tmp_path, method="spawn", timeout=240)
     everything = EVENTS[0] + EVENTS[1]
     assert probability_clusters([p for *_, p in everything]) == 2
     for rank in (0, 1):
