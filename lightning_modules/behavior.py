@@ -133,8 +133,7 @@ class BehaviorModule(SuiteModule):
         """``class_names`` is accepted from configs of earlier runs and not used: the names come from
         the data's spec. ``tta.clips_per_event`` (former key) must agree with ``data.clips_per_event``."""
         super().__init__(optimizer=optimizer, scheduler=scheduler, pretrained=pretrained, weights=weights)
-        # Plain containers: checkpoints are loaded with weights_only=True, which refuses OmegaConf objects.
-        tta = {str(k): v for k, v in dict(tta or {}).items()}
+        tta = dict(tta or {})
         self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler", "class_names"])
         self.aggregation = str(tta.get("aggregation", "mean"))
         if self.aggregation not in AGGREGATIONS:

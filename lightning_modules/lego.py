@@ -90,7 +90,7 @@ class LegoModule(SuiteModule):
         log_confusion: bool | None = None,
     ):
         super().__init__(optimizer=optimizer, scheduler=scheduler, pretrained=pretrained, weights=weights)
-        # ``tasks`` arrives as an OmegaConf list, which a weights-only checkpoint load refuses.
+        # ``tasks`` is deprecated (the heads come from the spec): not recorded in the checkpoint
         self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler", "tasks"])
         self.net_factory = net
         self.loss_fn = loss if loss is not None else MultiTaskLoss()
