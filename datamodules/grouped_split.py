@@ -21,14 +21,17 @@ from suite.errors import ConfigError, DataError
 DRAWS = 8
 
 
-def _mismatch(held: np.ndarray, wanted: float, label_of: np.ndarray) -> float:
-    """How far a hold-out is from the wanted size and from the whole set's class mix, in items."""
+def _mismatch(held: np.ndarray, wanted: float, label_of: np.ndarray, spread: set[str]) -> float:
+    """How far a hold-out is from the wanted size and from the whole set's class mix, in items; a class
+    found in two or more groups (``spread``) but missing from the hold-out costs as much as all items,
+    so both sides get every class whenever the groups allow it."""
     classes, counts = np.unique(label_of, return_counts=True)
     share = dict(zip(classes.tolist(), (counts / counts.sum()).tolist(), strict=True))
     held_classes, held_counts = np.unique(label_of[held], return_counts=True)
     have = dict(zip(held_classes.tolist(), held_counts.tolist(), strict=True))
     mix = sum(abs(have.get(c, 0) - share[c] * len(held)) for c in share)
-    return abs(len(held) - wanted) + mix
+    missing = len(spread - set(have))
+    return abs(len(held) - wanted) + mix + missing * len(label_of)
 
 
 def grouped_split(
@@ -102,4 +105,6 @@ def _grouped_hold_out(remaining: np.ndarray, label_of: np.ndarray, group_of: np.
             # "the least populated class has fewer members than n_splits": expected for rare classes
             warnings.simplefilter("ignore", UserWarning)
             candidates += [fold for _, fold in splitter.split(remaining, strata, group_of[remaining])]
-    return min(candidates, key=lambda f: _mismatch(remaining[f], fraction * count, label_of))
+    spread = {c for c in set(label_of[remaining].tolist())
+              if len(set(group_of[remaining][label_of[remaining] == c].tolist())) >= 2}
+    return min(candidates, key=lambda f: _mismatch(remaining[f], fraction * count, label_of, spread))
