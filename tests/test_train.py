@@ -180,6 +180,6 @@ def test_ctrl_c_during_fit_exits_130(tmp_path: Path, multirun: bool) -> None:
         [f"hydra.run.dir={tmp_path / 'run'}"]
     proc = run_cli(*launch, "debug=fast", "data.synthetic_images=24", "data.synthetic_size=64", "model.log_images=0",
                    f"paths.data_dir={tmp_path / 'data'}",
-                   "+callbacks.interrupt._target_=tests.test_cli_errors.InterruptAtFirstBatch")
+                   "+callbacks.interrupt._target_=tests.test_train.InterruptAtFirstBatch")
     assert proc.returncode == 130, proc.stderr[-2000:]
     assert proc.stderr.rstrip().endswith("interrupted")

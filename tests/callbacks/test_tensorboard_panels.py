@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from suite.training import train
-from tests.test_experiments import EXPERIMENTS, FAST
+from tests.conf.test_experiments import EXPERIMENTS, FAST
 
 # Scalars other than train/, val/, test/ that Lightning itself writes.
 LIGHTNING_SCALARS = {"epoch"}

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 CONFIG = ["data.synthetic_images=32", "data.synthetic_size=64", "data.batch_size=4", "trainer.max_epochs=5",
           "trainer.deterministic=true", "trainer.accelerator=cpu", "model.log_images=0",
           "callbacks.progress_bar.refresh_rate=0"]

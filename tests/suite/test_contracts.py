@@ -27,7 +27,7 @@ from suite.contracts import (
 )
 from suite.errors import ConfigError, DataError
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 GLYPHS = ["hydra.searchpath=[file://tests/glyph_task/conf]", "experiment=glyphs"]
 
 

@@ -23,7 +23,7 @@ from suite.errors import ConfigError
 from suite.launch import check_accelerator
 from suite.training import instantiate
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_default_config_is_valid(make_cfg) -> None:

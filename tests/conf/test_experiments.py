@@ -9,7 +9,7 @@ import pytest
 
 from suite.training import train
 
-EXPERIMENTS = sorted(p.stem for p in (Path(__file__).resolve().parents[1] / "conf" / "experiment").glob("*.yaml"))
+EXPERIMENTS = sorted(p.stem for p in (Path(__file__).resolve().parents[2] / "conf" / "experiment").glob("*.yaml"))
 FAST = ["debug=fast", "model.pretrained=false", "trainer.accelerator=cpu"]
 
 

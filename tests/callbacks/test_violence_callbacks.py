@@ -14,7 +14,7 @@ from callbacks import ClassGap
 from callbacks.early_decision import EarlyDecision
 from suite.contracts import StepOutput
 
-CONF = Path(__file__).resolve().parents[1] / "conf" / "callbacks" / "violence.yaml"
+CONF = Path(__file__).resolve().parents[2] / "conf" / "callbacks" / "violence.yaml"
 
 
 def trainer(epoch: int = 0, **metrics: float) -> SimpleNamespace:

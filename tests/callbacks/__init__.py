@@ -1,0 +1,1 @@
+"""Tests of callbacks/ (the tree mirrors the source)."""

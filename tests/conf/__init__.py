@@ -1,0 +1,1 @@
+"""Tests of conf/ (the tree mirrors the source)."""

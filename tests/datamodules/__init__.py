@@ -1,0 +1,1 @@
+"""Tests of datamodules/ (the tree mirrors the source)."""

@@ -1,0 +1,1 @@
+"""Tests of lightning_modules/ (the tree mirrors the source)."""

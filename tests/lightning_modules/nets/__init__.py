@@ -1,0 +1,1 @@
+"""Tests of lightning_modules/nets/ (the tree mirrors the source)."""

@@ -1,0 +1,1 @@
+"""Tests of suite/ (the tree mirrors the source)."""

@@ -1,0 +1,1 @@
+"""Tests of tools/ (the tree mirrors the source)."""
