@@ -18,9 +18,10 @@ log = logging.getLogger(__name__)
 class ClassGap(L.Callback):
     """Accumulate the ``preds``/``target`` step outputs (class indices) of validation.
 
-    Each validation epoch logs ``val/acc_<class>`` and ``val/class_gap`` (in points, 0-100),
-    prints a warning above ``warn`` points and a critical message above ``critical``; with
-    ``stop_on_critical`` the run ends. Class names come from ``class_names`` or the first head of
+    Each validation epoch logs ``val/acc_<class>`` and ``val/class_gap`` as fractions (0-1, like
+    every metric of the suite), prints a warning when the gap is above ``warn`` and a critical
+    message above ``critical`` (fractions too: seed 001's 15 and 25 points are 0.15 and 0.25; the
+    console says points); with ``stop_on_critical`` the run ends. Class names come from ``class_names`` or the first head of
     the module's data spec.
     """
 
@@ -30,10 +31,13 @@ class ClassGap(L.Callback):
         self,
         num_classes: int | None = None,
         class_names: Sequence[str] | None = None,
-        warn: float = 15.0,
-        critical: float = 25.0,
+        warn: float = 0.15,
+        critical: float = 0.25,
         stop_on_critical: bool = False,
     ):
+        if not (0.0 <= warn <= 1.0 and 0.0 <= critical <= 1.0):
+            raise ValueError(f"ClassGap: warn ({warn}) and critical ({critical}) are fractions of accuracy in [0, 1] "
+                             "(15 points = 0.15)")
         if warn > critical:
             raise ValueError(f"ClassGap: warn ({warn}) must not exceed critical ({critical})")
         self.num_classes = num_classes
@@ -72,8 +76,8 @@ class ClassGap(L.Callback):
         return {"val/class_gap", *(f"val/acc_{name}" for name in names)}
 
     def gap(self, per_class: torch.Tensor) -> float:
-        """Largest difference between two classes' accuracies, in points."""
-        return float((per_class.max() - per_class.min()) * 100.0)
+        """Largest difference between two classes' accuracies, as a fraction."""
+        return float(per_class.max() - per_class.min())
 
     def on_validation_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if self.metric is None or not self.metric.update_called:
@@ -81,7 +85,7 @@ class ClassGap(L.Callback):
         per_class = self.metric.compute()
         names = self._names(pl_module)
         for name, acc in zip(names, per_class, strict=True):
-            pl_module.log(f"val/acc_{name}", acc * 100.0, prog_bar=True, sync_dist=False)
+            pl_module.log(f"val/acc_{name}", acc, prog_bar=True, sync_dist=False)
         gap = self.gap(per_class)
         pl_module.log("val/class_gap", gap, prog_bar=True)
         self.last_gap = gap
@@ -90,7 +94,7 @@ class ClassGap(L.Callback):
         accs = ", ".join(f"{n} {a * 100:.1f}%" for n, a in zip(names, per_class.tolist(), strict=True))
         if gap > self.critical:
             self.level = "critical"
-            message = (f"CRITICAL class gap {gap:.1f} points (> {self.critical}) "
+            message = (f"CRITICAL class gap {gap * 100:.1f} points (> {self.critical * 100:g}) "
                        f"at epoch {trainer.current_epoch}: {accs}")
             warn_on_console(log, message)
             if self.stop_on_critical:
@@ -98,7 +102,8 @@ class ClassGap(L.Callback):
                 trainer.should_stop = True
         elif gap > self.warn:
             self.level = "warn"
-            message = f"class gap warning: {gap:.1f} points (> {self.warn}) at epoch {trainer.current_epoch}: {accs}"
+            message = (f"class gap warning: {gap * 100:.1f} points (> {self.warn * 100:g}) "
+                       f"at epoch {trainer.current_epoch}: {accs}")
             warn_on_console(log, message)
         else:
             self.level = "ok"

@@ -21,15 +21,16 @@ class EarlyDecision(L.Callback):
     threshold, ``"min"`` when below. A failing run stops (``stop=True``) or only warns.
     ``advice`` is appended to the message (the seed's: collect more violent videos).
 
-    With ``max_gap``, an epoch whose ``gap_monitor`` (the class gap, in points) exceeds it does
-    not count: predicting every clip violent gives 100 % violent accuracy and a 100-point gap,
-    and must not pass for "learning the violent class".
+    With ``max_gap``, an epoch whose ``gap_monitor`` (the class gap, a fraction) exceeds it does
+    not count: predicting every clip violent gives a violent accuracy of 1.0 and a gap of 1.0,
+    and must not pass for "learning the violent class". Accuracies and gaps are fractions, like
+    every metric of the suite (the seed's 70 % is 0.70).
     """
 
     def __init__(
         self,
         monitor: str = "val/acc_violent",
-        threshold: float = 70.0,
+        threshold: float = 0.70,
         by_epoch: int = 20,
         mode: str = "max",
         use_best: bool = True,

@@ -5,11 +5,10 @@ tail probabilities of the K clips are aggregated per event (``tta.aggregation``:
 vote) before any metric. The class names come from the data's spec (head ``label``), whose tail
 class is index 1, the positive class of every binary metric.
 
-Logged each validation epoch: ``val/tail_recall``, ``val/tail_precision``, ``val/tail_f1`` (also as
-``val/f1_tail``, the selection metric), ``val/macro_f1``, ``val/roc_auc``, ``val/ece``,
-``val/prob_clusters``. Test logs the same under ``test/`` and, because the training plan's reports
-use them, under their plain names (``tail_recall`` ...), plus a per-video breakdown
-(``per_video/<video_id>/...``) and ``skipped_events``. Every figure is computed on the events of
+Logged each validation epoch, one name per metric (seed 003's where it names one): ``val/tail_recall``,
+``val/tail_precision``, ``val/f1_tail`` (the selection metric), ``val/macro_f1``, ``val/roc_auc``,
+``val/ece``, ``val/prob_clusters``. Test logs the same under ``test/``, plus a per-video breakdown
+(``test/per_video/<video_id>/...``) and ``test/skipped_events``. Every figure is computed on the events of
 all ranks: metric states are torchmetrics states, and the per-video rows are gathered.
 """
 
@@ -74,7 +73,7 @@ class EventMetrics(nn.Module):
         self.binary = MetricCollection({
             "tail_recall": BinaryRecall(threshold=threshold),
             "tail_precision": BinaryPrecision(threshold=threshold),
-            "tail_f1": BinaryF1Score(threshold=threshold),
+            "f1_tail": BinaryF1Score(threshold=threshold),
             "roc_auc": BinaryAUROC(),
         })
         self.macro_f1 = MulticlassF1Score(num_classes=2, average="macro")
@@ -164,7 +163,7 @@ class BehaviorModule(SuiteModule):
 
     def logged_metrics(self) -> set[str]:
         # val/roc_auc is left out: it is not logged when the validation events have one class
-        names = ("loss", "tail_recall", "tail_precision", "tail_f1", "f1_tail", "macro_f1", "ece", "prob_clusters")
+        names = ("loss", "tail_recall", "tail_precision", "f1_tail", "macro_f1", "ece", "prob_clusters")
         return {f"val/{name}" for name in names}
 
     # -- steps -----------------------------------------------------------------------------------------------
@@ -201,8 +200,8 @@ class BehaviorModule(SuiteModule):
             return
         values = self.val_metrics.compute(self.cluster_decimals)
         self.val_metrics.reset()
-        self.log_dict({f"val/{k}": v for k, v in values.items() if not math.isnan(v)})
-        self.log("val/f1_tail", values["tail_f1"], prog_bar=True)
+        self.log_dict({f"val/{k}": v for k, v in values.items() if not math.isnan(v) and k != "f1_tail"})
+        self.log("val/f1_tail", values["f1_tail"], prog_bar=True)
 
     def test_step(self, batch: dict[str, Any], batch_idx: int) -> StepOutput:
         loss, clip_probs, p_tail, target = self._event_step(batch, "test")
@@ -230,14 +229,13 @@ class BehaviorModule(SuiteModule):
         values = self.test_metrics.compute(self.cluster_decimals)
         self.test_metrics.reset()
         logged = {f"test/{k}": v for k, v in values.items()}
-        logged.update(values)  # plain names too, as the plan's metrics.json has them
         # Every rank's events, once each: DistributedSampler repeats a few to even out the ranks.
         events = {event_id: (video, label, p) for event_id, video, label, p in gather_objects(self._test_events)}
         rows = [{"video_id": video, "label": label, "prob_tail": p} for video, label, p in events.values()]
-        logged.update(per_video_breakdown(rows, self.threshold))
+        logged.update({f"test/{k}": v for k, v in per_video_breakdown(rows, self.threshold).items()})
         logged["test/videos"] = float(len({r["video_id"] for r in rows}))
         extras = self.spec.extras if self.spec is not None else {}
-        logged["skipped_events"] = float(extras.get("skipped_events", 0))
+        logged["test/skipped_events"] = float(extras.get("skipped_events", 0))
         self.log_dict({k: v for k, v in logged.items() if not math.isnan(v)})
 
 

@@ -234,7 +234,7 @@ class ViolenceModule(SuiteModule):
         for prefix, metric in (("test/", self.test_per_class), ("test/tta_", self.test_tta_per_class)):
             if not metric.update_called:
                 continue
-            per_class = metric.compute() * 100.0
+            per_class = metric.compute()
             for name, acc in zip(self.class_names, per_class, strict=True):
                 self.log(f"{prefix}acc_{name}", acc)
             self.log(f"{prefix}class_gap", per_class.max() - per_class.min())

@@ -44,7 +44,7 @@ def run_gap(cb: ClassGap, preds: list[int], target: list[int]) -> tuple[SimpleNa
 
 def test_preset_thresholds_are_the_seeds() -> None:
     cb = preset_class_gap()
-    assert (cb.warn, cb.critical) == (15.0, 25.0)
+    assert (cb.warn, cb.critical) == (0.15, 0.25)  # the seed's 15 and 25 points
 
 
 def test_class_gap_critical_like_the_failed_model(capsys) -> None:
@@ -53,11 +53,11 @@ def test_class_gap_critical_like_the_failed_model(capsys) -> None:
     preds = [1] * 23 + [0] * 77 + [0] * 86 + [1] * 14
     cb = preset_class_gap()
     _, mod = run_gap(cb, preds, target)
-    assert cb.level == "critical" and cb.last_gap == pytest.approx(63.0)
+    assert cb.level == "critical" and cb.last_gap == pytest.approx(0.63)
     assert "CRITICAL class gap 63.0" in capsys.readouterr().out
     logged = {c.args[0]: float(c.args[1]) for c in mod.log.call_args_list}
-    assert logged["val/acc_violent"] == pytest.approx(23.0)
-    assert logged["val/acc_non_violent"] == pytest.approx(86.0)
+    assert logged["val/acc_violent"] == pytest.approx(0.23)
+    assert logged["val/acc_non_violent"] == pytest.approx(0.86)
 
 
 def test_class_gap_warns_between_15_and_25(capsys) -> None:
@@ -77,46 +77,46 @@ def test_class_gap_silent_when_balanced(capsys) -> None:
 
 
 def test_early_decision_stops_a_doomed_run(capsys) -> None:
-    cb = EarlyDecision(threshold=70.0, by_epoch=20)
+    cb = EarlyDecision(threshold=0.70, by_epoch=20)
     for epoch in range(19):
-        tr = trainer(epoch, val__acc_violent=45.0)
+        tr = trainer(epoch, val__acc_violent=0.45)
         cb.on_validation_end(tr, module())
         assert not tr.should_stop and cb.decision is None
-    tr = trainer(19, val__acc_violent=55.0)
+    tr = trainer(19, val__acc_violent=0.55)
     cb.on_validation_end(tr, module())
     assert tr.should_stop and cb.decision == "stop"
     out = capsys.readouterr().out
-    assert "early decision at epoch 20" in out and "55.00" in out and "stopping" in out
+    assert "early decision at epoch 20" in out and "0.55" in out and "stopping" in out
 
 
 def test_early_decision_lets_a_learning_run_continue(capsys) -> None:
-    cb = EarlyDecision(threshold=70.0, by_epoch=20)
-    tr = trainer(19, val__acc_violent=85.0)
+    cb = EarlyDecision(threshold=0.70, by_epoch=20)
+    tr = trainer(19, val__acc_violent=0.85)
     cb.on_validation_end(tr, module())
     assert not tr.should_stop and cb.decision == "continue"
     assert "continue training" in capsys.readouterr().out
-    tr = trainer(25, val__acc_violent=10.0)  # decided once: later epochs are not judged again
+    tr = trainer(25, val__acc_violent=0.10)  # decided once: later epochs are not judged again
     cb.on_validation_end(tr, module())
     assert not tr.should_stop
 
 
 def test_early_decision_best_so_far_or_current_value() -> None:
-    best = EarlyDecision(threshold=70.0, by_epoch=3, use_best=True)
-    current = EarlyDecision(threshold=70.0, by_epoch=3, use_best=False)
+    best = EarlyDecision(threshold=0.70, by_epoch=3, use_best=True)
+    current = EarlyDecision(threshold=0.70, by_epoch=3, use_best=False)
     for cb in (best, current):
-        for epoch, value in enumerate([50.0, 80.0, 60.0]):
+        for epoch, value in enumerate([0.50, 0.80, 0.60]):
             cb.on_validation_end(trainer(epoch, val__acc_violent=value), module())
     assert best.decision == "continue" and current.decision == "stop"
 
 
 def test_early_decision_warn_only_and_state_roundtrip() -> None:
-    cb = EarlyDecision(threshold=70.0, by_epoch=1, stop=False)
-    tr = trainer(0, val__acc_violent=30.0)
+    cb = EarlyDecision(threshold=0.70, by_epoch=1, stop=False)
+    tr = trainer(0, val__acc_violent=0.30)
     cb.on_validation_end(tr, module())
     assert cb.decision == "stop" and not tr.should_stop
     other = EarlyDecision()
     other.load_state_dict(cb.state_dict())
-    assert other.decision == "stop" and other.best == pytest.approx(30.0)
+    assert other.decision == "stop" and other.best == pytest.approx(0.30)
 
 
 def test_early_decision_ignores_sanity_check_and_missing_metric() -> None:
@@ -138,14 +138,14 @@ def test_early_decision_rejects_bad_settings() -> None:
 
 
 def test_early_decision_ignores_epochs_that_predict_everything_violent() -> None:
-    cb = EarlyDecision(threshold=70.0, by_epoch=3, max_gap=25.0)
-    values = [(100.0, 100.0), (60.0, 10.0), (65.0, 5.0)]  # (violent accuracy, class gap)
+    cb = EarlyDecision(threshold=0.70, by_epoch=3, max_gap=0.25)
+    values = [(1.0, 1.0), (0.60, 0.10), (0.65, 0.05)]  # (violent accuracy, class gap)
     trainers = [trainer(e, val__acc_violent=v, val__class_gap=g) for e, (v, g) in enumerate(values)]
     for tr in trainers:
         cb.on_validation_end(tr, module())
-    assert cb.best == pytest.approx(65.0) and cb.decision == "stop" and trainers[-1].should_stop
+    assert cb.best == pytest.approx(0.65) and cb.decision == "stop" and trainers[-1].should_stop
     node = OmegaConf.load(CONF).early_decision
-    assert node.max_gap == 25.0 and node.by_epoch == 20 and node.threshold == 70.0
+    assert node.max_gap == 0.25 and node.by_epoch == 20 and node.threshold == 0.70
 
 
 @pytest.mark.parametrize("experiment", ["violence_failed", "violence_optimal"])

@@ -53,7 +53,7 @@ def test_event_metrics_by_hand() -> None:
     out = metrics.compute(cluster_decimals=3)
     assert out["tail_recall"] == pytest.approx(0.5)
     assert out["tail_precision"] == pytest.approx(0.5)
-    assert out["tail_f1"] == pytest.approx(0.5)
+    assert out["f1_tail"] == pytest.approx(0.5)
     # normal class: precision 3/4, recall 3/4 -> F1 0.75; macro = (0.75 + 0.5) / 2
     assert out["macro_f1"] == pytest.approx(0.625)
     # AUC: pairs (tail, normal) ranked right: 0.9 beats 4/4, 0.3 beats 3/4 -> 7/8

@@ -50,7 +50,7 @@ def sweep(tmp_path: Path) -> Path:
             preds = [(float(p), int(rng.uniform() < p)) for p in probs]
             make_run(root / str(job), [f"experiment={experiment}", f"seed={seed}", "+sweep=behavior_splits",
                                        "trainer.max_epochs=3"],
-                     {"test/tail_f1": f1, "test/loss": 1 - f1, "test/acc_tail": f1, "test/acc_normal": 0.9,
+                     {"test/f1_tail": f1, "test/loss": 1 - f1, "test/acc_tail": f1, "test/acc_normal": 0.9,
                       "best_val/f1_tail": f1 + 0.1, "evaluated_checkpoint": "x/best.ckpt", "epochs_trained": 3,
                       "final_val": {"val/f1_tail": f1}},
                      predictions=preds)
@@ -67,13 +67,13 @@ def test_report_groups_by_experiment_with_mean_and_std(sweep: Path) -> None:
     assert result["groups"] == list(F1)
     rows = {(r["experiment"], r["metric"]): r for r in result["summary"]}
     for experiment, values in F1.items():
-        row = rows[(experiment, "test/tail_f1")]
+        row = rows[(experiment, "test/f1_tail")]
         assert row["n"] == 3
         assert row["mean"] == pytest.approx(statistics.fmean(values))
         assert row["std"] == pytest.approx(statistics.stdev(values))
         assert sorted(row["seeds"]) == ["1", "2", "3"]
     # the unfinished job is listed, not averaged in
-    assert rows[("intravideo", "test/tail_f1")]["n"] == 3
+    assert rows[("intravideo", "test/f1_tail")]["n"] == 3
     report = result["report"]
     assert "| metric | baseline_old_split | intravideo | intravideo_boosted |" in report
     assert f"**{statistics.fmean(F1['intravideo_boosted']):.4f} ± " in report  # best mean in bold
@@ -89,7 +89,7 @@ def test_outputs_are_written_and_consistent(sweep: Path) -> None:
     assert summary["experiments"] == list(F1)
     with open(out / "summary.csv") as fh:
         rows = list(csv.DictReader(fh))
-    boosted = next(r for r in rows if r["experiment"] == "intravideo_boosted" and r["metric"] == "test/tail_f1")
+    boosted = next(r for r in rows if r["experiment"] == "intravideo_boosted" and r["metric"] == "test/f1_tail")
     assert float(boosted["mean"]) == pytest.approx(0.65)
     with open(out / "runs.csv") as fh:
         runs = list(csv.DictReader(fh))
@@ -123,10 +123,10 @@ def test_groups_by_any_varying_override_and_ignores_constant_ones(tmp_path: Path
 
 def test_several_run_dirs_and_chosen_metrics(sweep: Path, tmp_path: Path) -> None:
     out = tmp_path / "rep"
-    code = main([str(sweep / "0"), str(sweep / "3"), "--out", str(out), "--metrics", "test/tail_f1", "--no-plots"])
+    code = main([str(sweep / "0"), str(sweep / "3"), "--out", str(out), "--metrics", "test/f1_tail", "--no-plots"])
     assert code == 0
     summary = json.loads((out / "summary.json").read_text())
-    assert summary["metrics"] == ["test/tail_f1"]
+    assert summary["metrics"] == ["test/f1_tail"]
     assert summary["experiments"] == ["baseline_old_split", "intravideo"]
     assert not list(out.glob("*.png"))
 
