@@ -21,8 +21,8 @@ class ClassGap(L.Callback):
     Each validation epoch logs ``val/acc_<class>`` and ``val/class_gap`` as fractions (0-1, like
     every metric of the suite), prints a warning when the gap is above ``warn`` and a critical
     message above ``critical`` (fractions too: seed 001's 15 and 25 points are 0.15 and 0.25; the
-    console says points); with ``stop_on_critical`` the run ends. Class names come from ``class_names`` or the first head of
-    the module's data spec.
+    console says points); with ``stop_on_critical`` the run ends. Class names come from
+    ``class_names`` or the first head of the module's data spec.
     """
 
     needs = {"val": ("preds", "target")}
