@@ -32,21 +32,9 @@ from torchmetrics.classification import (
 
 from lightning_modules.base import SuiteModule
 from lightning_modules.calibration import max_prob_ece_metric, probability_clusters, two_class_probs
+from lightning_modules.tta import AGGREGATIONS, aggregate_tta
 from suite.contracts import ContractError, DataSpec, PredictionRow, StepOutput
 from suite.errors import ConfigError
-
-AGGREGATIONS = ("mean", "max", "vote")
-
-
-def aggregate_tta(clip_probs: torch.Tensor, aggregation: str = "mean", threshold: float = 0.5) -> torch.Tensor:
-    """Per-event tail probability from per-clip ones ``[B, K]``: mean, max, or the share of clips voting tail."""
-    if aggregation == "mean":
-        return clip_probs.mean(dim=1)
-    if aggregation == "max":
-        return clip_probs.max(dim=1).values
-    if aggregation == "vote":
-        return (clip_probs >= threshold).float().mean(dim=1)
-    raise ValueError(f"tta.aggregation must be one of {AGGREGATIONS}, got '{aggregation}'")
 
 
 def gather_objects(items: list[Any]) -> list[Any]:

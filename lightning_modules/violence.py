@@ -14,6 +14,7 @@ from torchmetrics.classification import BinaryF1Score, MulticlassAccuracy
 
 from lightning_modules.base import SPEC_KEY, SuiteModule
 from lightning_modules.nets.violence import parameter_count
+from lightning_modules.tta import aggregate_tta
 from suite.contracts import ContractError, DataSpec, PredictionRow, StepOutput
 from suite.errors import ConfigError, DataError
 
@@ -185,7 +186,7 @@ class ViolenceModule(SuiteModule):
         """Softmax averaged over the ``tta [N, crops, T, D]`` windows of each video."""
         n, c = tta.shape[:2]
         logits = self(tta.flatten(0, 1))
-        return torch.softmax(logits, dim=1).view(n, c, -1).mean(1)
+        return aggregate_tta(torch.softmax(logits, dim=1).view(n, c, -1), "mean")
 
     def _eval_step(self, batch: dict[str, Any], stage: str) -> tuple[StepOutput, torch.Tensor]:
         """The centre window's output (loss, preds, target, prob) and the TTA probabilities."""

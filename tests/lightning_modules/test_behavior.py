@@ -10,8 +10,9 @@ import pytest
 import torch
 from torch import nn
 
-from lightning_modules.behavior import BehaviorModule, EventMetrics, aggregate_tta, per_video_breakdown
+from lightning_modules.behavior import BehaviorModule, EventMetrics, per_video_breakdown
 from lightning_modules.calibration import max_prob_ece, probability_clusters
+from lightning_modules.tta import aggregate_tta
 from suite.contracts import SCORE_PREFIX, ContractError, DataSpec, Head, InputSpec, StepOutput
 from suite.errors import ConfigError
 from tools.check_confound import confound_report
@@ -27,6 +28,9 @@ def test_tta_aggregation_by_hand() -> None:
     assert aggregate_tta(CLIPS, "vote").tolist() == pytest.approx([0.6, 0.2, 0.0])
     with pytest.raises(ValueError, match="aggregation"):
         aggregate_tta(CLIPS, "median")
+    three_class = torch.tensor([[[0.6, 0.3, 0.1], [0.2, 0.7, 0.1], [0.5, 0.4, 0.1]]])
+    assert aggregate_tta(three_class, "vote")[0].tolist() == pytest.approx([2 / 3, 1 / 3, 0.0])
+    assert aggregate_tta(three_class, "mean")[0].tolist() == pytest.approx([13 / 30, 14 / 30, 0.1])
 
 
 def test_ece_max_probability_convention_by_hand() -> None:
