@@ -179,7 +179,7 @@ class SuiteDataModule(L.LightningDataModule):
             extras=self.spec_extras(),
         )
 
-    # -- kept for callers of the former API ----------------------------------------------------
+    # -- what label_map.json and manifests_used.txt hold -----------------------------------------
     def label_map(self) -> dict[str, Any]:
         return self.spec().label_map()
 

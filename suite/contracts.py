@@ -20,7 +20,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from suite.errors import ConfigError
+from suite.errors import ConfigError, DataError
 
 STAGES = ("train", "val", "test", "predict")
 
@@ -228,8 +228,6 @@ def check_split_disjoint(split_ids: Mapping[str, Sequence[str]], what: str = "it
             shared = set(split_ids[first]) & set(split_ids[second])
             if shared:
                 examples = ", ".join(sorted(shared)[:5])
-                from suite.errors import DataError
-
                 raise DataError(
                     f"the {first} and {second} splits share {len(shared)} {what} (e.g. {examples}): "
                     "fix the split files or manifests so that each item is on one side only"

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
@@ -13,6 +13,9 @@ from suite.errors import UserError
 from suite.io import atomic_write_json, atomic_write_text
 from suite.printing import print_config_tree, print_metrics_table
 from suite.run_dir import RunDir, guard_run_dir
+
+if TYPE_CHECKING:
+    from suite.contracts import DataSpec
 
 
 def instantiate(node: DictConfig, key: str | None = None, **kwargs: Any) -> Any:
@@ -90,7 +93,7 @@ def check_task_contract(cfg: DictConfig, model: Any, callbacks: dict[str, Any]) 
         )
 
 
-def write_run_inputs(out_dir: Path, spec: Any, split_ids: dict[str, Any]) -> None:
+def write_run_inputs(out_dir: Path, spec: DataSpec, split_ids: dict[str, Any]) -> None:
     """``label_map.json``, ``manifests_used.txt`` and ``splits.json``: what the run read and how it split it."""
     atomic_write_json(out_dir / "label_map.json", spec.label_map())
     lines = [f"{path}\t{rows}" for path, rows in spec.sources]
@@ -98,7 +101,7 @@ def write_run_inputs(out_dir: Path, spec: Any, split_ids: dict[str, Any]) -> Non
     atomic_write_json(out_dir / "splits.json", split_ids)
 
 
-def prepare_model_and_data(model: Any, datamodule: Any, ckpt_path: str | Path | None) -> Any:
+def prepare_model_and_data(model: Any, datamodule: Any, ckpt_path: str | Path | None) -> DataSpec:
     """Read the data (bad inputs fail here), hand its spec to the model, then check that a checkpoint
     to resume from fits the model. Returns the spec."""
     datamodule.prepare_data()
@@ -182,7 +185,7 @@ def train(cfg: DictConfig) -> float | None:
         metrics["final_val"] = {k: v for k, v in fit_metrics.items() if k.startswith("val/")}
 
         if trainer.is_global_zero:
-            atomic_write_json(out_dir / "metrics" / "metrics.json", metrics)
+            atomic_write_json(RunDir(out_dir).metrics_json, metrics)
             for logger in trainer.loggers:
                 logger.log_hyperparams(_flat_hparams(cfg), metrics={
                     k: v for k, v in metrics.items() if isinstance(v, float) and math.isfinite(v)})
