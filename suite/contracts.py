@@ -169,7 +169,8 @@ class StepOutput:
     prob: Any = None
     pred_mean: Any = None
     target_mean: Any = None
-    rows: list[PredictionRow] = field(default_factory=list)
+    # None, not an empty list, when unfilled: a test step that forgot its rows must fail, not write nothing
+    rows: list[PredictionRow] | None = None
 
     FIELDS: ClassVar[tuple[str, ...]] = ("loss", "preds", "target", "prob", "pred_mean", "target_mean", "rows")
 
@@ -180,8 +181,9 @@ class StepOutput:
         return {"loss": self.loss, "step_output": self}
 
     def require(self, name: str, reader: str) -> Any:
+        """The field ``name``; a ContractError naming ``reader`` when the step left it unfilled."""
         value = getattr(self, name)
-        if value is None or (name == "rows" and not isinstance(value, list)):
+        if value is None:
             raise ContractError(f"{reader} needs the step output field '{name}', which this step did not fill")
         return value
 

@@ -92,6 +92,8 @@ def test_step_output_is_typed_and_loud() -> None:
         out.require("target", "ClassGap")
     with pytest.raises(ContractError, match=r"expected a StepOutput.*dict"):
         step_output({"preds": torch.tensor([1])}, "callbacks.ClassGap")
+    with pytest.raises(ContractError, match="PredictionWriter needs the step output field 'rows'"):
+        out.require("rows", "PredictionWriter")  # a test step that forgot its rows: never an empty file
     with pytest.raises(ContractError, match="no loss"):
         StepOutput(preds=torch.tensor([1])).for_training()
 
