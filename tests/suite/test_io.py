@@ -32,3 +32,19 @@ def test_disk_full_keeps_the_previous_file(tmp_path: Path, monkeypatch) -> None:
         atomic_write_json(target, {"f1": 0.1})
     assert json.loads(target.read_text()) == {"f1": 0.9}
     assert os.listdir(tmp_path) == ["metrics.json"]
+
+
+@pytest.mark.parametrize(("umask", "mode"), [(0o022, 0o644), (0o002, 0o664), (0o077, 0o600)])
+def test_atomic_files_respect_the_umask(tmp_path: Path, umask: int, mode: int) -> None:
+    """Outputs are readable by whoever the user's umask lets read them, like files made by open()."""
+    import stat
+
+    from suite.io import atomic_write_text, current_umask
+
+    previous = os.umask(umask)
+    try:
+        assert current_umask() == umask
+        path = atomic_write_text(tmp_path / "metrics.json", "{}")
+    finally:
+        os.umask(previous)
+    assert stat.S_IMODE(path.stat().st_mode) == mode
