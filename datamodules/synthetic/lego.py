@@ -14,13 +14,13 @@ few real captures know only their colour.
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from datamodules.synthetic.common import SyntheticDataset
+from suite.io import atomic_write_csv
 
 COLOR_UNKNOWN = 9999
 # Rebrickable colour id -> RGB
@@ -180,10 +180,7 @@ def write(out: Path, seed: int, size: int, legacy_per_combo: int, b200c_views: i
             _save(out / path, image)
             rows.append({"path": path, "part_id": part if part_known else "", "color_id": str(color_id),
                          "source": "real", "group_id": f"capture{n:04d}"})
-    with open(out / "manifest.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=["path", "part_id", "color_id", "source", "group_id"])
-        writer.writeheader()
-        writer.writerows(rows)
+    atomic_write_csv(out / "manifest.csv", rows, fieldnames=["path", "part_id", "color_id", "source", "group_id"])
     (out / "target_parts.txt").write_text("# parts the sorter must recognise, one per line\n" + "\n".join(PARTS) + "\n")
 
 

@@ -13,13 +13,13 @@ or strong sensor noise. Ground truth is written beside the frames so decisions c
 
 from __future__ import annotations
 
-import csv
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from datamodules.synthetic.common import SyntheticDataset
+from suite.io import atomic_write_csv
 
 DISTRACTORS = ("illumination", "flicker", "sway", "noise")
 
@@ -122,10 +122,7 @@ def write(folder: Path, seed: int, cameras: int, events_per_camera: int, frames:
             (folder / "_truth" / camera).mkdir(parents=True, exist_ok=True)
             cv2.imwrite(str(folder / "_truth" / camera / f"{event}.png"), truth)
             rows.append({"event_id": f"{camera}/{event}", "relevant": int(relevant), "content": "+".join(kinds)})
-    with open(folder / "labels.csv", "w", newline="") as fh:
-        writer = csv.DictWriter(fh, fieldnames=["event_id", "relevant", "content"])
-        writer.writeheader()
-        writer.writerows(rows)
+    atomic_write_csv(folder / "labels.csv", rows, fieldnames=["event_id", "relevant", "content"])
 
 
 GENERATOR = SyntheticDataset(

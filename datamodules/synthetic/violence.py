@@ -18,7 +18,6 @@ writes one; the DataModule uses :data:`GENERATOR` for its default data.
 
 from __future__ import annotations
 
-import csv
 from collections.abc import Mapping
 from pathlib import Path
 
@@ -27,6 +26,7 @@ import numpy as np
 
 from datamodules.synthetic.common import SyntheticDataset
 from datamodules.video import write_mp4
+from suite.io import atomic_write_csv
 
 VIOLENT_FOLDER = "Violence"
 NONVIOLENT_FOLDER = "NonViolence"
@@ -146,10 +146,7 @@ def write(
         rel = f"{folder_name}/clip_{i:04d}.mp4"
         write_mp4(folder / rel, make_video(rng, violent, n_frames, size, background), fps)
         rows.append({"path": rel, "label": folder_name, "source_group": f"cam{i // group_size:02d}"})
-    with open(folder / "labels.csv", "w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=["path", "label", "source_group"])
-        writer.writeheader()
-        writer.writerows(rows)
+    atomic_write_csv(folder / "labels.csv", rows, fieldnames=["path", "label", "source_group"])
 
 
 GENERATOR = SyntheticDataset(
