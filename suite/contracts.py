@@ -22,8 +22,6 @@ from typing import Any, ClassVar
 
 from suite.errors import ConfigError, DataError
 
-STAGES = ("train", "val", "test", "predict")
-
 #: the fixed leading columns of ``predictions_agg.csv``, in order
 PREDICTION_COLUMNS = ("item_id", "group", "label", "pred")
 SCORE_PREFIX = "score_"
@@ -136,9 +134,8 @@ class PredictionRow:
     extras: Mapping[str, Any] = field(default_factory=dict)
 
     def as_record(self) -> dict[str, Any]:
-        record: dict[str, Any] = {"item_id": self.item_id, "group": self.group if self.group is not None else "",
-                                  "label": self.label if self.label is not None else "",
-                                  "pred": self.pred if self.pred is not None else ""}
+        leading = (self.item_id, self.group, self.label, self.pred)
+        record: dict[str, Any] = {c: "" if v is None else v for c, v in zip(PREDICTION_COLUMNS, leading, strict=True)}
         record.update({f"{SCORE_PREFIX}{name}": round(float(p), 6) for name, p in self.scores.items()})
         clashes = set(self.extras) & set(record)
         if clashes:
