@@ -83,6 +83,7 @@ class SuiteDataModule(L.LightningDataModule):
         self.pin_memory = pin_memory
         self.sources: list[tuple[str, int]] = []
         self.splits: dict[str, list[Any]] | None = None
+        self._data_root: Path | None = None
 
     # -- hooks a task implements ---------------------------------------------------------------
     def synthetic(self) -> tuple[SyntheticDataset, dict[str, Any]]:
@@ -120,10 +121,14 @@ class SuiteDataModule(L.LightningDataModule):
 
     # -- lifecycle -----------------------------------------------------------------------------
     def data_root(self) -> Path:
-        if self.root:
-            return existing_folder(self.root)
-        generator, params = self.synthetic()
-        return generator.folder(self.synthetic_dir, self.seed, **params)
+        """The user's folder, or the synthetic default's; found once (item ids ask for it per item)."""
+        if self._data_root is None:
+            if self.root:
+                self._data_root = existing_folder(self.root)
+            else:
+                generator, params = self.synthetic()
+                self._data_root = generator.folder(self.synthetic_dir, self.seed, **params)
+        return self._data_root
 
     def prepare_data(self) -> None:
         if not self.root:
