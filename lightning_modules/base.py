@@ -15,7 +15,8 @@ from typing import Any, ClassVar
 import lightning as L
 import torch
 
-from suite.contracts import DataSpec
+from suite.contracts import ContractError, DataSpec
+from suite.inference import ExportGraph
 
 SPEC_KEY = "data_spec"
 
@@ -72,6 +73,20 @@ class SuiteModule(L.LightningModule):
     def aggregate_records(self, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
         """Merge prediction records gathered from every rank (per-event TTA, for instance)."""
         return records
+
+    # -- inference (suite/inference.py) --------------------------------------------------------
+    def export_graphs(self) -> list[ExportGraph]:
+        """The networks to export, raw input in (float RGB 0-255) and scores out; built from this
+        module's current weights. A task that cannot be exported says so here."""
+        raise ContractError(f"{type(self).__name__} does not export its networks (no export_graphs)")
+
+    def export_inputs(self, batch: Any) -> dict[str, torch.Tensor]:
+        """A test batch as the raw inputs of each exported graph (graph name -> tensor), for parity."""
+        raise ContractError(f"{type(self).__name__} gives no parity inputs (no export_inputs)")
+
+    def inference_options(self) -> dict[str, Any]:
+        """JSON-able facts a predictor needs beyond the data spec (threshold, TTA, event length ...)."""
+        return {}
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.spec is not None:

@@ -1,0 +1,147 @@
+"""What every task's predictor shares: finding the inputs, the loop with a progress bar, and the outputs.
+
+A task predictor (``deploy/predictors/<task>.py``) subclasses :class:`Predictor` and implements:
+
+- ``discover(paths)``: the items to predict among the user's paths (files, folders, videos ...),
+  raising :class:`~suite.errors.DataError` naming the path when a path holds nothing usable;
+- ``predict_item(item)``: an :class:`ItemResult` (one or more ``PredictionRow`` and optional pictures);
+- ``predict_bytes(data, filename)``: the service's answer for one upload (JSON-able dict);
+- ``summary(rows)`` (optional): task figures for ``summary.json`` (foreground fraction, alert count ...).
+
+Everything model-related goes through ``self.backend.run(graph, array)`` and ``self.meta`` (the bundle
+manifest), never through torch, so the same predictor runs a checkpoint or an ONNX bundle.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, ClassVar
+
+import numpy as np
+
+from suite.contracts import PredictionRow
+from suite.errors import ConfigError, DataError
+
+
+@dataclass
+class ItemResult:
+    """What one input gave: its prediction rows and pictures (file name -> RGB uint8 array)."""
+
+    rows: list[PredictionRow]
+    pictures: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+class Predictor:
+    """Base of the task predictors; ``options`` are the user's ``key=value`` settings, checked against
+    :attr:`defaults` (an unknown key is a ConfigError naming it)."""
+
+    task: ClassVar[str] = ""
+    #: the options a user may set on the command line, with their defaults
+    defaults: ClassVar[dict[str, Any]] = {}
+
+    def __init__(self, backend: Any, options: dict[str, Any] | None = None):
+        self.backend = backend
+        self.meta: dict[str, Any] = backend.meta
+        self.options = self._options(options or {})
+
+    def _options(self, given: dict[str, Any]) -> dict[str, Any]:
+        unknown = sorted(set(given) - set(self.defaults))
+        if unknown:
+            known = ", ".join(sorted(self.defaults)) or "none"
+            raise ConfigError(f"unknown {self.task} predict option(s) {unknown}; options: {known}")
+        out = dict(self.defaults)
+        for key, value in given.items():
+            default = self.defaults[key]
+            try:
+                out[key] = type(default)(value) if default is not None and not isinstance(value, type(default)) \
+                    else value
+            except (TypeError, ValueError):
+                raise ConfigError(f"predict option {key}={value!r}: expected {type(default).__name__}") from None
+        return out
+
+    # -- the task's part -----------------------------------------------------------------------------
+    def discover(self, paths: Sequence[Path]) -> list[Any]:
+        raise NotImplementedError
+
+    def predict_item(self, item: Any) -> ItemResult:
+        raise NotImplementedError
+
+    def predict_bytes(self, data: bytes, filename: str) -> dict[str, Any]:
+        raise NotImplementedError
+
+    def summary(self, rows: list[PredictionRow]) -> dict[str, Any]:
+        return {}
+
+    # -- shared --------------------------------------------------------------------------------------
+    def class_names(self, head: str | None = None) -> list[str]:
+        heads = self.meta["heads"]
+        chosen = heads[0] if head is None else next((h for h in heads if h["name"] == head), None)
+        if chosen is None:
+            raise DataError(f"the bundle has no head '{head}'")
+        return list(chosen["classes"])
+
+    def run(self, paths: Sequence[str | Path], out_dir: str | Path, progress: bool = True) -> dict[str, Any]:
+        """Predict every item under ``paths`` and write ``out_dir`` as a unit (a temporary folder renamed
+        at the end): ``predictions.csv``, ``pictures/``, ``summary.json``. Returns the summary."""
+        from suite.io import atomic_write_csv, atomic_write_json
+
+        out = Path(out_dir)
+        if out.exists() and any(out.iterdir()):
+            raise DataError(f"output folder {out} exists and is not empty: give a new --out")
+        missing = [str(p) for p in paths if not Path(p).exists()]
+        if missing:
+            raise DataError(f"input not found: {', '.join(missing)}")
+        items = self.discover([Path(p) for p in paths])
+        if not items:
+            raise DataError(f"no {self.task} inputs found under {', '.join(map(str, paths))}")
+        tmp = out.with_name(out.name + ".partial")
+        shutil.rmtree(tmp, ignore_errors=True)
+        (tmp / "pictures").mkdir(parents=True)
+        rows: list[PredictionRow] = []
+        start = time.perf_counter()
+        try:
+            for item in _progress(items, progress, desc=f"predict {self.task}"):
+                result = self.predict_item(item)
+                rows.extend(result.rows)
+                for name, image in result.pictures.items():
+                    _write_png(tmp / "pictures" / name, image)
+            seconds = time.perf_counter() - start
+            records = [r.as_record() for r in rows]
+            atomic_write_csv(tmp / "predictions.csv", records)
+            summary = {"task": self.task, "backend": self.backend.name, "items": len(items), "rows": len(rows),
+                       "seconds": round(seconds, 3), "ms_per_item": round(1000 * seconds / len(items), 2),
+                       "model": getattr(self.backend, "hashes", {}), "options": self.options,
+                       **self.summary(rows)}
+            atomic_write_json(tmp / "summary.json", summary)
+            if not any((tmp / "pictures").iterdir()):
+                (tmp / "pictures").rmdir()
+            out.parent.mkdir(parents=True, exist_ok=True)
+            if out.exists():
+                out.rmdir()  # empty (checked above)
+            tmp.rename(out)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+        return summary
+
+
+def _progress(items: Sequence[Any], enabled: bool, desc: str) -> Any:
+    if not enabled:
+        return items
+    from tqdm import tqdm
+
+    return tqdm(items, desc=desc, unit="item", file=sys.stderr, dynamic_ncols=True)
+
+
+def _write_png(path: Path, rgb: np.ndarray) -> None:
+    import cv2
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    image = rgb if rgb.ndim == 2 else cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR)
+    if not cv2.imwrite(str(path), image):
+        raise DataError(f"cannot write {path}")
