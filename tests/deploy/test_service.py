@@ -1,0 +1,305 @@
+"""The service for any task's bundle: metadata, health, and each refusal as its own test, on a fake model
+(the checks come before the model, so they do not depend on one); one real request per task at the end."""
+
+from __future__ import annotations
+
+import asyncio
+import struct
+import threading
+import zlib
+from pathlib import Path
+from typing import Any
+
+import cv2
+import httpx
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+
+from datamodules.video import write_mp4
+from deploy.service import create_app, main
+from deploy.uploads import Limits
+from suite.errors import DataError
+
+SHA = "ab" * 32
+
+
+class FakeBackend:
+    name = "fake"
+    hashes = {"model": SHA}
+
+    def __init__(self, task: str = "segmentation"):
+        self.meta: dict[str, Any] = {
+            "format": 1, "task": task,
+            "heads": [{"name": "mask", "classes": ["background", "foreground"], "positive": "foreground"}],
+            "input": {"kind": "image", "shape": [3, None, None], "mean": None, "std": None},
+            "graphs": {"model": {"file": "model.onnx", "input": "input", "outputs": ["scores"],
+                                 "input_shape": [None, 3, None, None]}},
+            "options": {"threshold": 0.5},
+        }
+
+
+class FakePredictor:
+    """Decodes what it gets (an image: its size; a video: its byte count); waits on ``release`` if given,
+    so a test can hold predictions in flight."""
+
+    task = "segmentation"
+
+    def __init__(self, release: threading.Event | None = None):
+        self.options = {"threshold": 0.5}
+        self.release = release
+        self.calls = 0
+
+    def predict_bytes(self, data: bytes, filename: str) -> dict[str, Any]:
+        self.calls += 1
+        if self.release is not None:
+            assert self.release.wait(10), "the test never released the prediction"
+        image = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+        if image is None:
+            raise DataError(f"{filename}: the image does not decode")
+        return {"height": image.shape[0], "width": image.shape[1]}
+
+
+def _png(size: tuple[int, int] = (40, 50), seed: int = 0) -> bytes:
+    image = np.random.default_rng(seed).integers(0, 255, (*size, 3), dtype=np.uint8)
+    return cv2.imencode(".png", image)[1].tobytes()
+
+
+def _huge_png(width: int = 20000, height: int = 20000) -> bytes:
+    """A valid 1-bit PNG of one colour: about 48 KB for 20000×20000 pixels, which decode to 1.2 GB of BGR."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(kind + body))
+
+    row = b"\x00" * (1 + (width + 7) // 8)  # filter byte + the row's bits
+    header = struct.pack(">IIBBBBB", width, height, 1, 0, 0, 0, 0)  # 1-bit greyscale
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header) + chunk(b"IDAT", zlib.compress(row * height, 9))
+            + chunk(b"IEND", b""))
+
+
+def _mp4(tmp_path: Path, seconds: float, fps: int = 10, size: tuple[int, int] = (48, 64)) -> bytes:
+    frames = np.random.default_rng(0).integers(0, 255, (round(seconds * fps), *size, 3), dtype=np.uint8)
+    return write_mp4(tmp_path / "clip.mp4", frames, fps).read_bytes()
+
+
+def _client(task: str = "segmentation", **limits: Any) -> TestClient:
+    predictor = FakePredictor()
+    predictor.task = task
+    return TestClient(create_app(FakeBackend(task), Limits(**limits), predictor=predictor))
+
+
+@pytest.fixture(scope="module")
+def client() -> TestClient:
+    return _client(max_bytes=50_000, max_pixels=1_000_000)
+
+
+# -- answers ------------------------------------------------------------------------------------------
+
+
+def test_predict_returns_the_predictor_answer(client: TestClient) -> None:
+    response = client.post("/predict", files={"file": ("cells.png", _png((40, 50)), "image/png")})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["height"], body["width"]) == (40, 50) and body["inference_ms"] >= 0
+
+
+def test_untyped_upload_is_taken_by_its_extension(client: TestClient) -> None:
+    # curl -F sends application/octet-stream for files it has no type for
+    response = client.post("/predict", files={"file": ("cells.png", _png(), "application/octet-stream")})
+    assert response.status_code == 200, response.text
+
+
+def test_metadata_names_task_classes_input_limits_and_model_hash(client: TestClient) -> None:
+    body = client.get("/metadata").json()
+    assert body["task"] == "segmentation" and body["format"] == 1
+    assert body["heads"][0]["classes"] == ["background", "foreground"]
+    assert body["input"]["kind"] == "image" and body["graphs"]["model"]["input_shape"] == [None, 3, None, None]
+    assert body["model"] == {"backend": "fake", "sha256": {"model": SHA}}
+    assert body["uploads"]["image"]["max_bytes"] == 50_000 and "image/png" in body["uploads"]["image"]["content_types"]
+    assert body["limits"]["max_pixels"] == 1_000_000
+    assert body["options"] == {"threshold": 0.5} and body["bundle_options"] == {"threshold": 0.5}
+
+
+def test_health(client: TestClient) -> None:
+    body = client.get("/health").json()
+    assert body == {"status": "ok", "task": "segmentation", "backend": "fake", "in_flight": 0, "waiting": 0,
+                    "capacity": Limits().max_in_flight + Limits().max_queue}
+
+
+# -- refusals -----------------------------------------------------------------------------------------
+
+
+def test_text_file_is_refused_with_415(client: TestClient) -> None:
+    response = client.post("/predict", files={"file": ("notes.txt", b"hello, not an image", "text/plain")})
+    assert response.status_code == 415
+    assert "unsupported content type 'text/plain'" in response.json()["detail"]
+
+
+def test_video_sent_to_an_image_task_is_refused_with_415(client: TestClient, tmp_path: Path) -> None:
+    response = client.post("/predict", files={"file": ("clip.mp4", _mp4(tmp_path, 0.5), "video/mp4")})
+    assert response.status_code == 415 and "upload an image (image/jpeg" in response.json()["detail"]
+
+
+def test_undecodable_image_is_refused_with_400(client: TestClient) -> None:
+    response = client.post("/predict", files={"file": ("fake.jpg", b"hello, not an image", "image/jpeg")})
+    assert response.status_code == 400
+    assert "fake.jpg: not a decodable image" in response.json()["detail"]
+
+
+def test_empty_upload_is_refused_with_400(client: TestClient) -> None:
+    response = client.post("/predict", files={"file": ("empty.png", b"", "image/png")})
+    assert response.status_code == 400 and "empty upload" in response.json()["detail"]
+
+
+def test_predictor_user_error_is_a_400_not_a_500(client: TestClient) -> None:
+    # a PNG header over a broken body: the header check passes, the decoder fails, the predictor says so
+    broken = _png()[:60]
+    response = client.post("/predict", files={"file": ("broken.png", broken, "image/png")})
+    assert response.status_code == 400
+    assert "broken.png: the image does not decode" in response.json()["detail"]
+
+
+def test_oversize_upload_is_refused_with_413(client: TestClient) -> None:
+    big = _png((140, 140))
+    assert 50_000 < len(big) < 50_000 + 64 * 1024  # under the Content-Length pre-check: read, then refused
+    response = client.post("/predict", files={"file": ("big.png", big, "image/png")})
+    assert response.status_code == 413
+    assert "larger than the 50000 byte limit" in response.json()["detail"]
+
+
+def test_oversize_content_length_is_refused_before_reading(client: TestClient) -> None:
+    response = client.post("/predict", files={"file": ("big.png", b"\0" * 200_000, "image/png")})
+    assert response.status_code == 413 and "50000 byte limit" in response.json()["detail"]
+
+
+def test_chunked_upload_without_length_is_capped(client: TestClient) -> None:
+    request = client.build_request("POST", "/predict", files={"file": ("big.png", b"\0" * 200_000, "image/png")})
+    body = request.read()
+
+    def chunks() -> Any:  # no Content-Length: the body is streamed in chunks
+        for start in range(0, len(body), 8192):
+            yield body[start:start + 8192]
+
+    response = client.post("/predict", content=chunks(), headers={"content-type": request.headers["content-type"]})
+    assert response.status_code == 413 and "50000 byte limit" in response.json()["detail"]
+
+
+def test_huge_dimensions_are_refused_from_the_header() -> None:
+    png = _huge_png(20000, 20000)
+    assert len(png) < 50_000  # a small file ...
+    predictor = FakePredictor()
+    client = TestClient(create_app(FakeBackend(), Limits(max_bytes=50_000), predictor=predictor))
+    response = client.post("/predict", files={"file": ("bomb.png", png, "image/png")})
+    assert response.status_code == 413
+    detail = response.json()["detail"]
+    assert "20000×20000" in detail and f"{Limits().max_pixels} pixel limit" in detail
+    assert predictor.calls == 0  # ... never decoded
+
+
+def test_image_over_the_pixel_limit_is_refused_with_413(client: TestClient) -> None:
+    response = client.post("/predict", files={"file": ("wide.png", _huge_png(2000, 1000), "image/png")})
+    assert response.status_code == 413
+    assert "wide.png: the image is 2000×1000 pixels (2000000), more than the 1000000 pixel limit" in \
+        response.json()["detail"]
+
+
+def test_missing_file_field_is_a_422(client: TestClient) -> None:
+    assert client.post("/predict").status_code == 422
+    response = client.post("/predict", files={"image": ("a.png", _png(), "image/png")})
+    assert response.status_code == 422 and "field 'file'" in response.json()["detail"]
+
+
+def test_full_queue_is_refused_with_503_and_health_still_answers() -> None:
+    release = threading.Event()
+    predictor = FakePredictor(release)
+    app = create_app(FakeBackend(), Limits(max_in_flight=1, max_queue=1, retry_after_s=3), predictor=predictor)
+
+    async def scenario() -> tuple[list[httpx.Response], list[httpx.Response], dict[str, Any]]:
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://service") as http:
+            async def post(i: int) -> httpx.Response:
+                return await http.post("/predict", files={"file": (f"{i}.png", _png(seed=i), "image/png")})
+
+            tasks = [asyncio.create_task(post(i)) for i in range(4)]
+            done, pending = await asyncio.wait(tasks, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+            while len(done) < 2:  # the two beyond one running + one waiting are refused at once
+                more, pending = await asyncio.wait(pending, timeout=10, return_when=asyncio.FIRST_COMPLETED)
+                assert more, "refusals did not come while predictions were held"
+                done |= more
+            health = (await http.get("/health")).json()  # the event loop is not blocked by the model
+            release.set()
+            rest = await asyncio.gather(*pending)
+            return [t.result() for t in done], list(rest), health
+
+    refused, served, health = asyncio.run(scenario())
+    assert [r.status_code for r in refused] == [503, 503]
+    assert refused[0].headers["retry-after"] == "3" and "busy" in refused[0].json()["detail"]
+    assert [r.status_code for r in served] == [200, 200]
+    assert health["in_flight"] == 1 and health["waiting"] == 1
+    assert predictor.calls == 2
+
+
+# -- videos -------------------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def video_client() -> TestClient:
+    class VideoPredictor:
+        task, options = "violence", {}
+
+        def predict_bytes(self, data: bytes, filename: str) -> dict[str, Any]:
+            return {"bytes": len(data)}
+
+    return TestClient(create_app(FakeBackend("violence"), Limits(max_video_seconds=1.5, max_video_bytes=200_000),
+                                 predictor=VideoPredictor()))
+
+
+def test_video_is_accepted_by_a_video_task(video_client: TestClient, tmp_path: Path) -> None:
+    clip = _mp4(tmp_path, 1.0)
+    response = video_client.post("/predict", files={"file": ("clip.mp4", clip, "application/octet-stream")})
+    assert response.status_code == 200, response.text
+    assert response.json()["bytes"] == len(clip)
+
+
+def test_too_long_video_is_refused_with_413(video_client: TestClient, tmp_path: Path) -> None:
+    response = video_client.post("/predict", files={"file": ("long.mp4", _mp4(tmp_path, 3.0), "video/mp4")})
+    assert response.status_code == 413
+    assert "lasts 3.0 s, more than the 1.5 s limit" in response.json()["detail"]
+
+
+def test_undecodable_video_is_refused_with_400(video_client: TestClient) -> None:
+    response = video_client.post("/predict", files={"file": ("clip.mp4", b"not a video at all" * 50, "video/mp4")})
+    assert response.status_code == 400 and "clip.mp4: not a decodable video" in response.json()["detail"]
+
+
+def test_image_sent_to_a_video_task_is_refused_with_415(video_client: TestClient) -> None:
+    response = video_client.post("/predict", files={"file": ("a.png", _png(), "image/png")})
+    assert response.status_code == 415 and "upload a video" in response.json()["detail"]
+
+
+def test_oversize_video_is_refused_with_413(tmp_path: Path) -> None:
+    clip = _mp4(tmp_path, 1.0)
+    client = TestClient(create_app(FakeBackend("violence"), Limits(max_video_bytes=len(clip) - 1),
+                                   predictor=FakePredictor()))
+    response = client.post("/predict", files={"file": ("big.mp4", clip, "video/mp4")})
+    assert response.status_code == 413 and f"{len(clip) - 1} byte limit" in response.json()["detail"]
+
+
+# -- the command line ---------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("layout", "expected"), [
+    ((), "is not a bundle: preprocessing.json is missing"),
+    (("checkpoints/best.ckpt",), "is a training run, not a bundle"),
+    (("config/preprocessing.json", "models/lego_classifier.onnx"), "LEGO Raspberry Pi bundle"),
+])
+def test_a_folder_that_is_not_a_bundle_exits_2_saying_what_a_bundle_is(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str], layout: tuple[str, ...], expected: str) -> None:
+    for rel in layout:
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_text("{}")
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--bundle", str(tmp_path)])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert expected in err and "a bundle is the folder an export writes" in err
+
