@@ -3,17 +3,19 @@
     python -m deploy.service --bundle <run dir>/export [--host 127.0.0.1] [--port 8000] [key=value ...]
     python -m deploy.service --run <run dir> [--ckpt best]      # a checkpoint through PyTorch (no export)
 
-- ``POST /predict``: multipart field ``file`` holding an image (segmentation, lego) or a video (behavior,
-  violence) -> the task predictor's answer (``Predictor.predict_bytes``) plus ``inference_ms``;
+- ``POST /predict``: multipart field ``file`` holding an image (segmentation, lego), a video (behavior,
+  violence) or one motion event as a .zip of its frames or a short video (relevance) -> the task
+  predictor's answer (``Predictor.predict_bytes``) plus ``inference_ms``;
 - ``GET /metadata``: task, heads and classes, input spec, accepted uploads and limits, options, model hashes;
 - ``GET /health``: liveness and the queue (in flight, waiting).
 
 Refusals, each with a message naming the problem and the limit: a content type the task does not take
 (415), bytes that do not decode (400), an upload over the byte limit (413), an image whose header announces
-more pixels than ``--max-pixels`` or a video longer than ``--max-video-seconds`` (413, checked before
-decoding), no ``file`` field (422), a full queue (503 with ``Retry-After``). A predictor's user error (bad
-content) is a 400; anything else a 500 whose traceback stays in the service log. Predictions run in worker
-threads, at most ``--max-in-flight`` at once, so ``/health`` answers while a model runs.
+more pixels than ``--max-pixels``, a video longer than ``--max-video-seconds``, a .zip past its frame, byte
+or pixel limits (413, all read from headers before decoding), no ``file`` field (422), a full queue (503
+with ``Retry-After``). A predictor's user error (bad content) is a 400; anything else a 500 whose traceback
+stays in the service log. Predictions run in worker threads, at most ``--max-in-flight`` at once, so
+``/health`` answers while a model runs.
 """
 
 from __future__ import annotations
@@ -30,7 +32,16 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
 from deploy.backends import PREPROCESSING_JSON, is_bundle
-from deploy.uploads import Limits, UploadRefused, check_image, check_size, check_video, upload_kind
+from deploy.uploads import (
+    Limits,
+    UploadRefused,
+    check_archive,
+    check_image,
+    check_size,
+    check_video,
+    upload_kind,
+    upload_name,
+)
 from suite.errors import UserError
 
 log = logging.getLogger("deploy.service")
@@ -39,10 +50,12 @@ log = logging.getLogger("deploy.service")
 TASK_UPLOADS: dict[str, tuple[str, ...]] = {
     "segmentation": ("image",),
     "lego": ("image",),
-    "relevance": ("image",),
+    "relevance": ("archive", "video"),  # one motion event: a .zip of its frames or a short video
     "behavior": ("video",),
     "violence": ("video",),
 }
+#: tasks whose predictor decodes every frame of an uploaded video (their videos get a total pixel limit)
+DECODES_EVERY_FRAME = frozenset({"relevance"})
 FIELD = "file"
 MULTIPART_SLACK = 64 * 1024  # boundaries and part headers around the file bytes
 EXPORT_HINT = ("a bundle is the folder an export writes: <graph>.onnx files beside preprocessing.json (and "
@@ -119,18 +132,25 @@ def create_app(source: str | Path | Any, limits: Limits | None = None, *, option
         try:
             filename, content_type, data = await _read_upload(request, cap + MULTIPART_SLACK)
             kind = upload_kind(content_type, filename, kinds)
+            filename = upload_name(filename, content_type, kind)
             check_size(data, limits.max_upload_bytes(kind), kind)
             if kind == "image":
                 check_image(data, limits.max_pixels, filename)
-            elif kind == "video":
-                await anyio.to_thread.run_sync(check_video, data, limits.max_video_seconds, limits.max_pixels,
-                                               filename)
+            else:  # reads a container or an archive: off the event loop
+                await anyio.to_thread.run_sync(_check_container, kind, data, filename)
             start = time.perf_counter()
             result = await anyio.to_thread.run_sync(_guarded(predictor.predict_bytes), data, filename,
                                                     limiter=gate.limiter)
         finally:
             gate.leave()
         return {**result, "inference_ms": round((time.perf_counter() - start) * 1000, 2)}
+
+    def _check_container(kind: str, data: bytes, filename: str) -> None:
+        if kind == "archive":
+            check_archive(data, limits, filename)
+        else:
+            check_video(data, limits.video_seconds(task), limits.max_pixels, filename,
+                        limits.max_total_pixels if task in DECODES_EVERY_FRAME else None)
 
     return app
 
@@ -150,8 +170,10 @@ def service_metadata(backend: Any, predictor: Any, kinds: tuple[str, ...], limit
         "uploads": {kind: {"field": FIELD, "content_types": list(CONTENT_TYPES[kind]),
                            "extensions": list(EXTENSIONS[kind]), "max_bytes": limits.max_upload_bytes(kind)}
                     for kind in kinds},
-        "limits": {"max_pixels": limits.max_pixels, "max_video_seconds": limits.max_video_seconds,
-                   "max_in_flight": limits.max_in_flight, "max_queue": limits.max_queue},
+        "limits": {"max_pixels": limits.max_pixels, "max_video_seconds": limits.video_seconds(str(meta.get("task"))),
+                   "max_total_pixels": limits.max_total_pixels, "max_archive_frames": limits.max_archive_frames,
+                   "max_archive_bytes": limits.max_archive_bytes, "max_in_flight": limits.max_in_flight,
+                   "max_queue": limits.max_queue},
         "options": getattr(predictor, "options", {}),
         "bundle_options": meta.get("options", {}),
         "model": {"backend": backend.name, "sha256": dict(getattr(backend, "hashes", {}))},
@@ -246,7 +268,14 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--max-video-bytes", type=int, default=defaults.max_video_bytes, help="largest video")
     parser.add_argument("--max-pixels", type=int, default=defaults.max_pixels,
                         help="largest width×height of an image or a video frame, read from its header")
-    parser.add_argument("--max-video-seconds", type=float, default=defaults.max_video_seconds)
+    parser.add_argument("--max-video-seconds", type=float, default=None,
+                        help="longest video (default per task: behavior 600, violence 120, relevance 30)")
+    parser.add_argument("--max-total-pixels", type=int, default=defaults.max_total_pixels,
+                        help="frames × width × height of an upload decoded whole (a .zip, a relevance video)")
+    parser.add_argument("--max-archive-frames", type=int, default=defaults.max_archive_frames,
+                        help="images in a .zip upload")
+    parser.add_argument("--max-archive-bytes", type=int, default=defaults.max_archive_bytes,
+                        help="uncompressed bytes of the images in a .zip upload")
     parser.add_argument("--max-in-flight", type=int, default=defaults.max_in_flight,
                         help="predictions running at once")
     parser.add_argument("--max-queue", type=int, default=defaults.max_queue,
@@ -255,10 +284,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     bad = [o for o in args.options if "=" not in o]
     if bad:
         parser.error(f"options are key=value, got {bad}")
-    for name in ("threads", "max_bytes", "max_video_bytes", "max_pixels", "max_in_flight"):
+    for name in ("threads", "max_bytes", "max_video_bytes", "max_pixels", "max_in_flight", "max_total_pixels",
+                 "max_archive_frames", "max_archive_bytes"):
         if getattr(args, name) < 1:
             parser.error(f"--{name.replace('_', '-')} must be at least 1")
-    if args.max_queue < 0 or args.max_video_seconds <= 0:
+    if args.max_queue < 0 or (args.max_video_seconds is not None and args.max_video_seconds <= 0):
         parser.error("--max-queue must be >= 0 and --max-video-seconds > 0")
     return args
 
@@ -267,8 +297,9 @@ def build(args: argparse.Namespace) -> FastAPI:
     from deploy.backends import BundleError
 
     limits = Limits(max_bytes=args.max_bytes, max_video_bytes=args.max_video_bytes, max_pixels=args.max_pixels,
-                    max_video_seconds=args.max_video_seconds, max_in_flight=args.max_in_flight,
-                    max_queue=args.max_queue)
+                    max_video_seconds=args.max_video_seconds, max_total_pixels=args.max_total_pixels,
+                    max_archive_frames=args.max_archive_frames, max_archive_bytes=args.max_archive_bytes,
+                    max_in_flight=args.max_in_flight, max_queue=args.max_queue)
     source = check_bundle_dir(args.bundle) if args.bundle is not None else args.run
     try:
         return create_app(source, limits, options=dict(o.split("=", 1) for o in args.options), ckpt=args.ckpt,

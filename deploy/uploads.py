@@ -14,22 +14,38 @@ from __future__ import annotations
 import io
 import os
 import warnings
+import zipfile
 from dataclasses import dataclass
+
+from datamodules.images import IMAGE_EXTENSIONS as FRAME_EXTENSIONS
+from datamodules.video import VIDEO_EXTENSIONS
 
 #: content types accepted per upload kind (what browsers, curl and requests send for these files)
 CONTENT_TYPES: dict[str, tuple[str, ...]] = {
     "image": ("image/jpeg", "image/png", "image/bmp", "image/x-ms-bmp", "image/webp", "image/tiff"),
     "video": ("video/mp4", "video/x-msvideo", "video/avi", "video/msvideo", "video/x-matroska", "video/webm",
-              "video/quicktime"),
+              "video/quicktime", "video/x-m4v", "video/mpeg"),
+    "archive": ("application/zip", "application/x-zip-compressed", "application/x-zip"),
 }
 #: file extensions per kind, for clients that send no type or ``application/octet-stream`` (curl -F
 #: does so for videos): the extension is then the declaration, and the content is checked anyway
 EXTENSIONS: dict[str, tuple[str, ...]] = {
     "image": (".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"),
-    "video": (".mp4", ".avi", ".mkv", ".webm", ".mov"),
+    "video": VIDEO_EXTENSIONS,
+    "archive": (".zip",),
 }
+#: the extension a predictor sees for an upload named without one (predictors pick readers by extension)
+TYPE_EXTENSIONS = {"image/jpeg": ".jpg", "image/png": ".png", "image/bmp": ".bmp", "image/x-ms-bmp": ".bmp",
+                   "image/webp": ".webp", "image/tiff": ".tif", "video/mp4": ".mp4", "video/x-msvideo": ".avi",
+                   "video/avi": ".avi", "video/msvideo": ".avi", "video/x-matroska": ".mkv", "video/webm": ".webm",
+                   "video/quicktime": ".mov", "video/x-m4v": ".m4v", "video/mpeg": ".mpg", "application/zip": ".zip",
+                   "application/x-zip-compressed": ".zip", "application/x-zip": ".zip"}
 UNTYPED = ("", "application/octet-stream")
-ARTICLES = {"image": "an image", "video": "a video"}
+ARTICLES = {"image": "an image", "video": "a video", "archive": "a .zip of frames"}
+#: video length per task when --max-video-seconds is not given: behavior scans long recordings window by
+#: window, violence samples a fixed number of frames of a clip, relevance decodes every frame of an event
+TASK_VIDEO_SECONDS = {"behavior": 600.0, "violence": 120.0, "relevance": 30.0}
+DEFAULT_VIDEO_SECONDS = 60.0
 
 
 class UploadRefused(Exception):
@@ -45,16 +61,26 @@ class UploadRefused(Exception):
 class Limits:
     """The service's bounds; every one is a command-line option of ``python -m deploy.service``."""
 
-    max_bytes: int = 8 * 2**20  # an image upload
+    max_bytes: int = 8 * 2**20  # an image or a .zip upload
     max_video_bytes: int = 100 * 2**20
-    max_pixels: int = 25_000_000  # width × height of an image or a video frame (6000×4000 fits)
-    max_video_seconds: float = 300.0
+    max_pixels: int = 25_000_000  # width × height of an image, a video frame or a frame in a .zip (6000×4000 fits)
+    max_video_seconds: float | None = None  # None: the task's (TASK_VIDEO_SECONDS)
+    max_archive_frames: int = 256  # images in a .zip (one event's frames)
+    max_archive_bytes: int = 256 * 2**20  # their uncompressed total
+    # frames × width × height of an upload a predictor decodes whole (a .zip, a relevance video): 200 M
+    # pixels are 600 MB of RGB
+    max_total_pixels: int = 200_000_000
     max_in_flight: int = 1  # predictions run at once (one model on a few cores: more only competes)
     max_queue: int = 8  # requests waiting for a slot; beyond: 503
     retry_after_s: int = 2
 
     def max_upload_bytes(self, kind: str) -> int:
         return self.max_video_bytes if kind == "video" else self.max_bytes
+
+    def video_seconds(self, task: str) -> float:
+        if self.max_video_seconds is not None:
+            return self.max_video_seconds
+        return TASK_VIDEO_SECONDS.get(task, DEFAULT_VIDEO_SECONDS)
 
 
 def upload_kind(content_type: str | None, filename: str | None, kinds: tuple[str, ...]) -> str:
@@ -67,6 +93,15 @@ def upload_kind(content_type: str | None, filename: str | None, kinds: tuple[str
     accepted = ", ".join(t for kind in kinds for t in CONTENT_TYPES[kind])
     raise UploadRefused(415, f"unsupported content type '{declared or 'none'}' for '{filename or 'upload'}': "
                              f"upload {' or '.join(ARTICLES[k] for k in kinds)} ({accepted})")
+
+
+def upload_name(filename: str | None, content_type: str | None, kind: str) -> str:
+    """The upload's file name, with the extension of its declared type when it has none of its kind."""
+    name = os.path.basename(filename or "") or "upload"
+    if os.path.splitext(name)[1].lower() in EXTENSIONS[kind]:
+        return name
+    declared = (content_type or "").split(";")[0].strip().lower()
+    return name + TYPE_EXTENSIONS.get(declared, EXTENSIONS[kind][0])
 
 
 def check_size(data: bytes, limit: int, kind: str) -> None:
@@ -119,6 +154,39 @@ def _size_past_pillow_limit(data: bytes, filename: str) -> tuple[int, int]:
     raise UploadRefused(413, f"{filename}: the image has more pixels than Pillow's bomb limit")
 
 
+def check_archive(data: bytes, limits: Limits, filename: str = "upload") -> int:
+    """A .zip of frames: 400 if it is no zip, 413 past ``max_archive_frames`` images, ``max_archive_bytes``
+    uncompressed (as its directory declares: zipfile never inflates a member past its declared size), an
+    image past ``max_pixels`` or images past ``max_total_pixels`` together (headers only). Returns the
+    number of images."""
+    try:
+        archive = zipfile.ZipFile(io.BytesIO(data))
+    except (zipfile.BadZipFile, OSError, ValueError):
+        raise UploadRefused(400, f"{filename}: not a zip archive") from None
+    with archive:
+        frames = [i for i in archive.infolist()
+                  if not i.is_dir() and os.path.splitext(i.filename)[1].lower() in FRAME_EXTENSIONS]
+        if len(frames) > limits.max_archive_frames:
+            raise UploadRefused(413, f"{filename}: {len(frames)} images, more than the {limits.max_archive_frames} "
+                                     "image limit of an archive")
+        total = sum(i.file_size for i in frames)
+        if total > limits.max_archive_bytes:
+            raise UploadRefused(413, f"{filename}: {total} bytes uncompressed, more than the "
+                                     f"{limits.max_archive_bytes} byte limit of an archive")
+        pixels = 0
+        for info in frames:
+            try:
+                member = archive.read(info)
+            except (zipfile.BadZipFile, OSError, ValueError, EOFError) as err:
+                raise UploadRefused(400, f"{filename}: {info.filename} does not unpack ({err})") from None
+            width, height = check_image(member, limits.max_pixels, f"{filename}: {info.filename}")
+            pixels += width * height
+            if pixels > limits.max_total_pixels:
+                raise UploadRefused(413, f"{filename}: the images up to {info.filename} hold {pixels} pixels, more "
+                                         f"than the {limits.max_total_pixels} pixel limit of an upload")
+    return len(frames)
+
+
 @dataclass(frozen=True)
 class VideoInfo:
     width: int
@@ -127,9 +195,11 @@ class VideoInfo:
     fps: float
 
 
-def check_video(data: bytes, max_seconds: float, max_pixels: int, filename: str = "upload") -> VideoInfo:
+def check_video(data: bytes, max_seconds: float, max_pixels: int, filename: str = "upload",
+                max_total_pixels: int | None = None) -> VideoInfo:
     """Probe the container (PyAV): 400 if it holds no decodable video stream, 413 if it lasts longer than
-    ``max_seconds`` or its frames are larger than ``max_pixels``. Only the first frame is decoded."""
+    ``max_seconds``, its frames are larger than ``max_pixels`` or (when given, for a predictor that decodes
+    every frame) all its frames hold more than ``max_total_pixels``. Only the first frame is decoded."""
     import av
 
     try:
@@ -149,6 +219,11 @@ def check_video(data: bytes, max_seconds: float, max_pixels: int, filename: str 
         if seconds > max_seconds:
             raise UploadRefused(413, f"{filename}: the video lasts {seconds:.1f} s, more than the {max_seconds:g} s "
                                      "limit: cut it into shorter parts")
+        total = seconds * fps * width * height
+        if max_total_pixels is not None and total > max_total_pixels:
+            raise UploadRefused(413, f"{filename}: {seconds:.1f} s of {width}×{height} at {fps:g} fps hold "
+                                     f"{total:.0f} pixels, more than the {max_total_pixels} pixel limit of an "
+                                     "upload: send a shorter or smaller video")
         try:
             container.seek(0)
             next(container.decode(stream))

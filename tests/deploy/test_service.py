@@ -4,8 +4,10 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import struct
 import threading
+import zipfile
 import zlib
 from pathlib import Path
 from typing import Any
@@ -282,6 +284,83 @@ def test_oversize_video_is_refused_with_413(tmp_path: Path) -> None:
                                    predictor=FakePredictor()))
     response = client.post("/predict", files={"file": ("big.mp4", clip, "video/mp4")})
     assert response.status_code == 413 and f"{len(clip) - 1} byte limit" in response.json()["detail"]
+
+
+def test_video_without_extension_reaches_the_predictor_named_by_its_type(tmp_path: Path) -> None:
+    seen: list[str] = []
+
+    class NamePredictor:
+        task, options = "behavior", {}
+
+        def predict_bytes(self, data: bytes, filename: str) -> dict[str, Any]:
+            seen.append(filename)  # the video predictors pick their reader by extension
+            return {}
+
+    client = TestClient(create_app(FakeBackend("behavior"), predictor=NamePredictor()))
+    response = client.post("/predict", files={"file": ("camera-7", _mp4(tmp_path, 0.5), "video/quicktime")})
+    assert response.status_code == 200, response.text
+    assert seen == ["camera-7.mov"]
+
+
+# -- relevance events: a .zip of frames or a short video ------------------------------------------------
+
+
+def _zip(members: dict[str, bytes]) -> bytes:
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, data in members.items():
+            archive.writestr(name, data)
+    return buffer.getvalue()
+
+
+@pytest.fixture(scope="module")
+def event_client() -> TestClient:
+    class EventPredictor:
+        task, options = "relevance", {}
+
+        def predict_bytes(self, data: bytes, filename: str) -> dict[str, Any]:
+            return {"frames": len(zipfile.ZipFile(io.BytesIO(data)).namelist())}
+
+    return TestClient(create_app(FakeBackend("relevance"), Limits(max_archive_frames=4, max_total_pixels=100_000,
+                                                                  max_pixels=40_000), predictor=EventPredictor()))
+
+
+def test_zip_of_frames_is_accepted_by_relevance(event_client: TestClient) -> None:
+    event = _zip({f"event/{i:03d}.png": _png((40, 50), seed=i) for i in range(3)})
+    response = event_client.post("/predict", files={"file": ("event.zip", event, "application/zip")})
+    assert response.status_code == 200, response.text
+    assert response.json()["frames"] == 3
+
+
+def test_zip_with_too_many_frames_is_refused_with_413(event_client: TestClient) -> None:
+    event = _zip({f"{i:03d}.png": _png((8, 8), seed=i) for i in range(5)})
+    response = event_client.post("/predict", files={"file": ("event.zip", event, "application/zip")})
+    assert response.status_code == 413 and "5 images, more than the 4 image limit" in response.json()["detail"]
+
+
+def test_zip_with_a_huge_frame_is_refused_with_413_from_its_header(event_client: TestClient) -> None:
+    event = _zip({"000.png": _png((8, 8)), "001.png": _huge_png(20000, 20000)})
+    assert len(event) < 60_000
+    response = event_client.post("/predict", files={"file": ("event.zip", event, "application/zip")})
+    assert response.status_code == 413
+    assert "event.zip: 001.png: the image is 20000×20000 pixels" in response.json()["detail"]
+
+
+def test_zip_whose_frames_hold_too_many_pixels_together_is_refused_with_413(event_client: TestClient) -> None:
+    event = _zip({f"{i:03d}.png": _png((150, 200), seed=i) for i in range(4)})  # 4 × 30 000 pixels
+    response = event_client.post("/predict", files={"file": ("event.zip", event, "application/zip")})
+    assert response.status_code == 413 and "100000 pixel limit of an upload" in response.json()["detail"]
+
+
+def test_text_sent_as_a_zip_is_refused_with_400(event_client: TestClient) -> None:
+    response = event_client.post("/predict", files={"file": ("event.zip", b"not a zip" * 10, "application/zip")})
+    assert response.status_code == 400 and "event.zip: not a zip archive" in response.json()["detail"]
+
+
+def test_relevance_video_is_limited_by_the_pixels_it_decodes(event_client: TestClient, tmp_path: Path) -> None:
+    clip = _mp4(tmp_path, 3.0, fps=10, size=(96, 128))  # 30 frames × 12 288 pixels
+    response = event_client.post("/predict", files={"file": ("event.mp4", clip, "video/mp4")})
+    assert response.status_code == 413 and "100000 pixel limit of an upload" in response.json()["detail"]
 
 
 # -- the command line ---------------------------------------------------------------------------------
