@@ -12,7 +12,9 @@ optional ``event_id``; other columns are kept). In that folder, first match wins
    strategy ``data.split`` (``datamodules/splits.py``).
 
 ``data.train_manifest``/``val_manifest``/``test_manifest`` (all three) or ``data.manifest`` (one
-table) name the files explicitly instead. Relative video paths are resolved against
+table) name the files explicitly instead. A test set alone, ``data.test_manifest`` without the other
+two or a ``data.root`` holding only ``test[_<stamp>].csv``, is read as the test split only: evaluating a
+trained run on new labelled events needs no train or val data. Relative video paths are resolved against
 ``video_root``, else the manifest's folder. With no data at all the synthetic camera dataset
 (``datamodules/synthetic/behavior.py``, the same layout: ``events.csv`` + held-out-camera
 ``test.csv``) is generated. The test split is never used to select the checkpoint.
@@ -264,6 +266,7 @@ class BehaviorDataModule(SuiteDataModule):
         self.augment = augment
         self.skip_bad_videos = skip_bad_videos
         self.skipped: list[str] = []
+        self.event_s: float | None = None
         self.stats = DecodeStats()
 
     # -- former config keys ----------------------------------------------------------------------------------
@@ -332,8 +335,14 @@ class BehaviorDataModule(SuiteDataModule):
         infos: dict[Path, VideoInfo | DataError] = {}
         self.skipped, self.sources = [], []
         splits: dict[str, list[Event]] = {}
+        self.event_s = None
         for split in SPLITS:
+            if split not in tables:
+                continue  # a test set alone (evaluation on new data): no train or val to read
             df, source = tables[split]
+            if split == "train" or self.event_s is None:
+                # the typical event length: a predictor slides windows of it over long videos
+                self.event_s = round(float((df["end_s"] - df["start_s"]).median()), 3) if len(df) else None
             if len(df) == 0:
                 raise DataError(f"the {split} split is empty ({source}): every split needs at least one event")
             events = self._to_events(split, df, infos)
@@ -349,7 +358,7 @@ class BehaviorDataModule(SuiteDataModule):
                        f"(data.skip_bad_videos=true):\n  {listing}")
             warnings.warn(message, stacklevel=1)
             log.warning(message)
-        if not any(e.label == 1 for e in splits["train"]):
+        if "train" in splits and not any(e.label == 1 for e in splits["train"]):
             raise DataError(f"the train split has no '{self.tail_class}' events: "
                             "the classifier cannot learn the tail class")
         return splits
@@ -369,8 +378,10 @@ class BehaviorDataModule(SuiteDataModule):
 
     def spec_extras(self) -> dict[str, Any]:
         # "classes" keeps label_map.json readable by scripts written for its earlier layout
+        # event_s and target_fps: how a predictor cuts new videos into windows like the training events
         return {"classes": {name: i for i, name in enumerate(self.class_names)}, "tail_class": self.tail_class,
-                "clips_per_event": self.clips_per_event, "skipped_events": len(self.skipped)}
+                "clips_per_event": self.clips_per_event, "skipped_events": len(self.skipped),
+                "event_s": self.event_s, "target_fps": self.target_fps}
 
     # -- reading ---------------------------------------------------------------------------------------------
     def _given(self, key: str, value: str, root: Path) -> Path:
@@ -388,6 +399,10 @@ class BehaviorDataModule(SuiteDataModule):
     def _split_tables(self, root: Path) -> dict[str, tuple[pd.DataFrame, str]]:
         """Each split's rows and where they came from, from the explicit keys or the layout of ``root``."""
         given = {k: v for k, v in self.manifests.items() if v}
+        if set(given) == {"test"}:
+            # data.test_manifest alone: a new labelled test set to evaluate a trained run on
+            path = self._given("test_manifest", given["test"], root)
+            return {"test": (self._read(path), str(path))}
         if given:
             missing = [k for k in SPLITS if k not in given]
             if missing:
@@ -409,6 +424,8 @@ class BehaviorDataModule(SuiteDataModule):
         table = next((root / name for name in EVENT_TABLES if (root / name).is_file()), None)
         if table is not None:
             return self._from_table(table, test)
+        if test is not None and train is None and val is None:
+            return {"test": (self._read(test), str(test))}  # a folder holding a test set only
         have = sorted(p.name for p in root.glob("*.csv"))
         raise DataError(
             f"data.root={root}: no manifests for data.split={self.strategy}. Expected train_{self.strategy}"

@@ -344,7 +344,9 @@ class ViolenceDataModule(SuiteDataModule):
         # folder names as label_map.json always listed them; the encoder so that a checkpoint says
         # which features it was trained on
         folders = {name: CLASS_NAMES[label] for name, label in sorted(self.mapping.items())}
-        return {"folders": folders, "frame_encoder": self.encoder.describe()}
+        # num_frames and tta_crops: how a predictor samples new videos as the features were made
+        return {"folders": folders, "frame_encoder": self.encoder.describe(), "num_frames": self.num_frames,
+                "tta_crops": self.tta_crops}
 
     def prepare_caches(self, root: Path) -> None:
         """Extract the features of every video of the splits (and the augmented copies of the training

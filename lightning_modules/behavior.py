@@ -14,6 +14,7 @@ all ranks: metric states are torchmetrics states, and the per-video rows are gat
 
 from __future__ import annotations
 
+import copy
 import math
 from collections import defaultdict
 from collections.abc import Callable
@@ -35,6 +36,24 @@ from lightning_modules.calibration import max_prob_ece_metric, probability_clust
 from lightning_modules.tta import AGGREGATIONS, aggregate_tta
 from suite.contracts import ContractError, DataSpec, PredictionRow, StepOutput
 from suite.errors import ConfigError
+from suite.inference import ExportGraph
+
+
+class ClipScores(nn.Module):
+    """The exported clip model: raw clips ``[N, T, 3, H, W]`` (RGB 0-255) -> class probabilities ``[N, C]``.
+
+    The normalisation the data applies before the network (``x / 255``, then the spec's mean and std)
+    is inside, so a deployment only decodes, resizes and stacks frames.
+    """
+
+    def __init__(self, net: nn.Module, mean: tuple[float, ...], std: tuple[float, ...]):
+        super().__init__()
+        self.net = net
+        self.register_buffer("mean", torch.tensor(mean, dtype=torch.float32).view(1, 1, 3, 1, 1) * 255.0)
+        self.register_buffer("std", torch.tensor(std, dtype=torch.float32).view(1, 1, 3, 1, 1) * 255.0)
+
+    def forward(self, clips: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.net((clips - self.mean) / self.std), dim=1)
 
 
 def gather_objects(items: list[Any]) -> list[Any]:
@@ -153,6 +172,49 @@ class BehaviorModule(SuiteModule):
         # val/roc_auc is left out: it is not logged when the validation events have one class
         names = ("loss", "tail_recall", "tail_precision", "f1_tail", "macro_f1", "ece", "prob_clusters")
         return {f"val/{name}" for name in names}
+
+    # -- inference (suite/inference.py) ---------------------------------------------------------------------
+    def _spec(self) -> DataSpec:
+        if self.spec is None:
+            raise ContractError("the behavior module has no data spec: configure it (or load a checkpoint) first")
+        return self.spec
+
+    def export_graphs(self) -> list[ExportGraph]:
+        """One graph, ``model``: raw clips in, class probabilities out (a copy of the network in eval mode, so
+        exporting during training leaves the module as it was)."""
+        spec = self._spec()
+        frames, channels, height, width = spec.input.shape
+        network = ClipScores(copy.deepcopy(self.net).cpu(), spec.input.mean, spec.input.std).eval()
+        example = torch.randint(0, 256, (2, frames, channels, height, width)).float()
+        return [ExportGraph("model", network, example, input_name="clips", output_names=("scores",),
+                            description=f"RGB clips 0-255 [N, {frames}, 3, {height}, {width}] -> probabilities of "
+                                        f"{list(self.class_names)}")]
+
+    def export_inputs(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """A validation/test batch's TTA clips (normalised by the data) back to raw RGB 0-255."""
+        spec = self._spec()
+        video = batch["video"]
+        clips = video.flatten(0, 1) if video.dim() == 6 else video  # [B*K, T, 3, H, W]
+        mean = torch.tensor(spec.input.mean, dtype=clips.dtype, device=clips.device).view(1, 1, 3, 1, 1)
+        std = torch.tensor(spec.input.std, dtype=clips.dtype, device=clips.device).view(1, 1, 3, 1, 1)
+        return {"model": ((clips * std + mean) * 255.0).clamp(0, 255).detach().cpu()}
+
+    def inference_options(self) -> dict[str, Any]:
+        """How the run scores an event, for a predictor sliding windows over long videos: the TTA clips and
+        their aggregation, clip length and frame size, the typical event length (``event_s``, the window)
+        and the frame rate clips are sampled at (``target_fps``, null = every frame)."""
+        spec = self._spec()
+        frames, _, height, _ = spec.input.shape
+        event_s = spec.extras.get("event_s")
+        return {
+            "threshold": float(self.threshold), "aggregation": self.aggregation,
+            "clips_per_event": int(spec.extras.get("clips_per_event") or self.tta_clips or 5),
+            "frames_per_clip": int(frames), "image_size": int(height),
+            "target_fps": spec.extras.get("target_fps"), "event_s": event_s,
+            # half-overlapping windows: an event of the window's length is always mostly inside one
+            "stride_s": round(float(event_s) / 2, 3) if event_s else None,
+            "positive": spec.head("label").positive,
+        }
 
     # -- steps -----------------------------------------------------------------------------------------------
     def forward(self, clips: torch.Tensor) -> torch.Tensor:

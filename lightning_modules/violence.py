@@ -3,6 +3,7 @@ L2, per-class accuracies and test-time augmentation over temporal crops."""
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -13,10 +14,11 @@ from torchmetrics import MetricCollection
 from torchmetrics.classification import BinaryF1Score, MulticlassAccuracy
 
 from lightning_modules.base import SPEC_KEY, SuiteModule
-from lightning_modules.nets.violence import parameter_count
+from lightning_modules.nets.violence import FrameEncoder, parameter_count
 from lightning_modules.tta import aggregate_tta
 from suite.contracts import ContractError, DataSpec, PredictionRow, StepOutput
 from suite.errors import ConfigError, DataError
+from suite.inference import ExportGraph
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +27,46 @@ SEED_PARAMETERS = {"StackedBiLSTM": "2.5M", "HybridBiLSTM": "1.2M"}
 # The head of the data spec this module predicts, and its classes when no spec was given yet.
 HEAD = "class"
 DEFAULT_CLASSES = ("non_violent", "violent")
+# The data's sampling when a checkpoint's spec predates recording it (the data config's defaults).
+DEFAULT_NUM_FRAMES, DEFAULT_TTA_CROPS = 30, 5
+
+
+class FrameFeatures(nn.Module):
+    """The exported frame encoder: raw frames ``[N, 3, H, W]`` (RGB 0-255) -> features ``[N, D]``, with the
+    backbone's normalisation inside (the same arithmetic as ``FrameEncoder.__call__``)."""
+
+    def __init__(self, model: nn.Module, mean: torch.Tensor, std: torch.Tensor):
+        super().__init__()
+        self.model = model
+        self.register_buffer("mean", mean.float().clone())
+        self.register_buffer("std", std.float().clone())
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        return self.model((frames - self.mean) / self.std)
+
+
+class SequenceScores(nn.Module):
+    """The exported sequence model: features ``[N, T, D]`` -> class probabilities ``[N, C]``."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, features: torch.Tensor) -> torch.Tensor:
+        return torch.softmax(self.net(features), dim=1)
+
+
+def rebuild_frame_encoder(described: dict[str, Any]) -> FrameEncoder:
+    """The frame encoder a checkpoint's features came from, from its description in the data spec
+    (``extras.frame_encoder``): random weights are redrawn from the recorded seed, pretrained ones come
+    from the hub cache. A local weights file is recorded by name only, so it cannot be found again."""
+    if described.get("weights"):
+        raise ConfigError(f"the frame encoder of this run was loaded from the weights file '{described['weights']}', "
+                          "which the checkpoint records by name only: rebuilding it for export needs that file "
+                          "(export from a run whose data.frame_encoder uses pretrained or random weights)")
+    keys = ("backbone", "pretrained", "frame_size", "feature_dim", "projection", "seed")
+    encoder = FrameEncoder(**{k: described[k] for k in keys if k in described}, config_key="data.frame_encoder")
+    return encoder.load(device="cpu")
 
 
 def _metrics(prefix: str, num_classes: int) -> MetricCollection:
@@ -139,6 +181,64 @@ class ViolenceModule(SuiteModule):
         name = type(self.net).__name__
         return {"model_size.json": {"net": name, "parameters": parameter_count(self.net),
                                     "seed_quotes": SEED_PARAMETERS.get(name)}}
+
+    # -- inference (suite/inference.py) ---------------------------------------------------------
+    def _encoder_description(self) -> dict[str, Any]:
+        if self.spec is None or self.net is None:
+            raise ContractError("the violence module has no data spec: configure it (or load a checkpoint) first")
+        described = self.spec.extras.get("frame_encoder")
+        if not described:
+            raise ContractError("the data spec does not describe its frame encoder (extras.frame_encoder): "
+                                "this checkpoint cannot give the frame encoder graph")
+        return dict(described)
+
+    def export_graphs(self) -> list[ExportGraph]:
+        """Two graphs: ``frame_encoder`` (raw frames -> features, rebuilt from the spec's description so a
+        checkpoint alone gives it) and ``sequence_model`` (a window of features -> class probabilities)."""
+        described = self._encoder_description()
+        encoder = rebuild_frame_encoder(described)
+        assert encoder.model is not None and self.net is not None
+        size = encoder.frame_size
+        frames = FrameFeatures(encoder.model, encoder._mean, encoder._std).eval()
+        sequence = SequenceScores(copy.deepcopy(self.net).cpu()).eval()
+        clip_len, dim = (int(n) for n in self.spec.input.shape)
+        generator = torch.Generator().manual_seed(0)
+        frame_example = torch.randint(0, 256, (2, 3, size, size), generator=generator).float()
+        with torch.inference_mode():
+            feature_example = frames(frame_example).mean(0, keepdim=True).expand(2, clip_len, dim).clone()
+        return [
+            ExportGraph("frame_encoder", frames, frame_example, input_name="frames", output_names=("features",),
+                        description=f"RGB frames 0-255 [N, 3, {size}, {size}] -> {dim}-d features "
+                                    f"({described.get('backbone')})"),
+            ExportGraph("sequence_model", sequence, feature_example, input_name="features",
+                        output_names=("scores",),
+                        description=f"features [N, {clip_len}, {dim}] -> probabilities of {list(self.class_names)}"),
+        ]
+
+    def export_inputs(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """The batch's feature windows for the sequence model. Batches hold cached features, not frames, so
+        the frame encoder is checked on a fixed seeded draw of frames of its input size."""
+        size = int(self._encoder_description()["frame_size"])
+        generator = torch.Generator().manual_seed(0)
+        frames = torch.randint(0, 256, (4, 3, size, size), generator=generator).float()
+        windows = batch["tta"].flatten(0, 1) if "tta" in batch else batch["features"]
+        return {"frame_encoder": frames, "sequence_model": windows.detach().float().cpu()}
+
+    def inference_options(self) -> dict[str, Any]:
+        """How the data samples a video: ``num_frames`` frames spread evenly over it at ``frame_size`` px,
+        windows of ``clip_len`` of them, ``tta_crops`` windows spread over the frames, averaged."""
+        described = self._encoder_description()
+        assert self.spec is not None
+        extras = self.spec.extras
+        return {
+            "num_frames": int(extras.get("num_frames") or DEFAULT_NUM_FRAMES),
+            "clip_len": int(self.spec.input.shape[0]),
+            "tta_crops": int(extras.get("tta_crops") or DEFAULT_TTA_CROPS),
+            "aggregation": "mean", "threshold": 0.5,
+            "frame_size": int(described["frame_size"]), "feature_dim": int(described["feature_dim"]),
+            # the feature cache keeps float16: the predictor rounds its features the same way
+            "feature_dtype": "float16", "positive": self.positive,
+        }
 
     # -- network ---------------------------------------------------------------------------------
     @property
