@@ -37,6 +37,7 @@ from torchmetrics.classification import (
     BinaryRecall,
 )
 
+from deploy.relevance_pictures import motion_panel, relevance_panel, scaled_boxes, titled_grid
 from lightning_modules.base import SuiteModule
 from lightning_modules.nets.relevance import (
     RegionDecision,
@@ -49,12 +50,15 @@ from lightning_modules.nets.relevance import (
 from suite.backbones import IMAGENET_MEAN, IMAGENET_STD
 from suite.contracts import ContractError, DataSpec, PredictionRow, StepOutput
 from suite.errors import UserError
+from suite.inference import ExportGraph
 
 log = logging.getLogger(__name__)
 
 MEAN = torch.tensor(IMAGENET_MEAN).view(3, 1, 1)
 STD = torch.tensor(IMAGENET_STD).view(3, 1, 1)
 CLASSES = ("irrelevant", "relevant")
+#: frames of a long sequence its background is estimated from (as the data module does)
+SEQUENCE_BACKGROUND_FRAMES = 200
 
 
 def info_nce(anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tensor, temperature: float) -> torch.Tensor:
@@ -71,6 +75,40 @@ def info_nce(anchor: torch.Tensor, positive: torch.Tensor, negative: torch.Tenso
 def _denormalize(images: torch.Tensor) -> torch.Tensor:
     """Network inputs ``[..., 3, H, W]`` back to [0, 1] RGB for pictures."""
     return (images.detach().float().cpu() * STD + MEAN).clamp(0, 1)
+
+
+class RawRelevance(nn.Module):
+    """The exported phase-2 graph: raw RGB frames (float 0-255, ``[N, 3, H, W]``) -> relevance
+    probability ``[N, 1, H, W]``; the ImageNet normalisation of training and the sigmoid are inside."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+        self.register_buffer("mean", MEAN[None] * 255.0, persistent=False)
+        self.register_buffer("std", STD[None] * 255.0, persistent=False)
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.net((frames - self.mean) / self.std))
+
+
+def relevance_graph(net: nn.Module, image_size: int) -> ExportGraph:
+    """The one graph of a relevance bundle (``model``): per frame, so an event's frames are a batch."""
+    return ExportGraph(
+        name="model", network=RawRelevance(net).eval(), example=torch.rand(2, 3, image_size, image_size) * 255,
+        output_names=("relevance",), dynamic_axes=(0,),
+        description=f"raw RGB frames 0-255 [N, 3, {image_size}, {image_size}] -> relevance probability "
+                    "[N, 1, H, W]; the event's map is the max over its sampled frames",
+    )
+
+
+def relevance_options(image_size: int, threshold: float, region_threshold: float, eval_frames: int,
+                      event_frames: int, motion: dict[str, Any]) -> dict[str, Any]:
+    """What the predictor needs besides the graph: frame size and sampling, the rule's threshold and
+    the motion detector's settings (stage 1 runs outside the graph, in OpenCV)."""
+    return {"image_size": int(image_size), "resize": "stretch to a square", "interpolation": "linear",
+            "threshold": float(threshold), "region_threshold": float(region_threshold),
+            "eval_frames": int(eval_frames), "event_frames": int(event_frames), "aggregation": "max over frames",
+            "sequence_background_frames": SEQUENCE_BACKGROUND_FRAMES, "motion": dict(motion)}
 
 
 class _RelevancePhase(SuiteModule):
@@ -186,6 +224,10 @@ class ContrastiveModule(_RelevancePhase):
         if stage != "test":
             return {}
         return {"checkpoints/contrastive.pth": encoder_payload(self.net)}
+
+    def export_graphs(self) -> list[ExportGraph]:
+        raise ContractError("phase 1 (relevance_contrastive) is an encoder for phase 2, not a served model: "
+                            "export the relevance_segmentation run trained from it")
 
 
 class RelevanceSegmentationModule(_RelevancePhase):
@@ -341,6 +383,26 @@ class RelevanceSegmentationModule(_RelevancePhase):
                     prefix = "test/" if name == "trained" else "test/untrained_"
                     self.log(prefix + key, metric.compute(), batch_size=1)
 
+    # -- inference (suite/inference.py) -------------------------------------------------------
+    def _image_size(self) -> int:
+        if self.spec is None or self.spec.input.shape[-1] is None:
+            raise ContractError("the relevance module has no data spec yet: load it from a checkpoint")
+        return int(self.spec.input.shape[-1])
+
+    def export_graphs(self) -> list[ExportGraph]:
+        return [relevance_graph(self.net, self._image_size())]
+
+    def export_inputs(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """A test event's frames (or a validation batch's images) back to raw RGB 0-255."""
+        images = batch["frames"] if "frames" in batch else batch["image"]
+        return {"model": (images.detach().float().cpu() * STD + MEAN) * 255.0}
+
+    def inference_options(self) -> dict[str, Any]:
+        extras = self.spec.extras if self.spec is not None else {}
+        return relevance_options(self._image_size(), self.threshold, self.region_threshold,
+                                 int(extras.get("eval_frames", 4)), int(extras.get("event_frames", 16)),
+                                 dict(extras.get("motion") or {}))
+
     # -- pictures and files --------------------------------------------------------------------
     def visualize(self, batch: dict[str, Any], output: StepOutput) -> dict[str, torch.Tensor]:
         """Frame | motion mask (the pseudo-label) | relevance > threshold | overlay (relevance in red)."""
@@ -372,43 +434,20 @@ class RelevanceSegmentationModule(_RelevancePhase):
         return files
 
 
-def _draw_regions(image: np.ndarray, regions: list[dict[str, Any]], decision: RegionDecision | None) -> np.ndarray:
-    import cv2
-
-    out = image.copy()
-    for i, r in enumerate(regions):
-        x, y, w, h = (int(round(v)) for v in r["box"])
-        color = (255, 255, 0) if decision is None else ((0, 220, 0) if decision.relevant[i] else (230, 0, 0))
-        cv2.rectangle(out, (x, y), (x + w, y + h), color, 2)
-        if decision is not None:
-            cv2.putText(out, f"{decision.scores[i]:.2f}", (x + 2, max(10, y - 3)), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
-                        color, 1)
-    return out
-
-
 def comparison_image(items: list[dict[str, Any]]) -> np.ndarray:
     """The seed's comparison, ``H x W x 3`` uint8 RGB: rows of events; columns: motion detection |
-    untrained | trained (green relevant, red irrelevant, with each region's score)."""
-    import cv2
-
+    untrained | trained (green relevant, red irrelevant, with each region's score). The drawing is
+    the predictor's (``deploy/relevance_pictures.py``)."""
     rows = []
     for item in items:
         frame = (_denormalize(item["frame"]).permute(1, 2, 0).numpy() * 255).astype(np.uint8)
-        motion = frame.copy()
-        moving = item["motion"].numpy() > 0
-        motion[moving] = (0.5 * motion[moving] + [0, 0, 127]).astype(np.uint8)
-        cols = [_draw_regions(motion, item["regions"], None)]
+        boxes = scaled_boxes(item["regions"], 1.0)
+        cols = [motion_panel(frame, item["motion"].numpy(), boxes)]
         for key in ("untrained", "trained"):
             if item[key] is None:
                 cols.append(np.zeros_like(frame))
                 continue
             prob, decision = item[key]
-            heat = cv2.applyColorMap((prob.numpy() * 255).astype(np.uint8), cv2.COLORMAP_JET)[..., ::-1]
-            blend = (0.55 * frame + 0.45 * heat).astype(np.uint8)
-            cols.append(_draw_regions(blend, item["regions"], decision))
-        rows.append(np.concatenate([np.pad(c, ((2, 2), (2, 2), (0, 0))) for c in cols], axis=1))
-    header = np.full((18, rows[0].shape[1], 3), 255, np.uint8)
-    width = rows[0].shape[1] // 3
-    for i, title in enumerate(("motion detection", "untrained", "trained")):
-        cv2.putText(header, title, (i * width + 4, 13), cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 0), 1)
-    return np.ascontiguousarray(np.concatenate([header, *rows], axis=0))
+            cols.append(relevance_panel(frame, prob.numpy(), boxes, decision))
+        rows.append(cols)
+    return titled_grid(rows, ("motion detection", "untrained", "trained"))

@@ -8,8 +8,9 @@
   was 0).
 - :func:`event_relevance` + :func:`decide_regions`: the relevance map of an event (max over its
   sampled frames) and the per-region decision (mean relevance inside a motion region above the
-  threshold -> relevant; any relevant region -> alert). The test step and ``deploy/relevance.py``
-  both call these, so what is scored is what is served.
+  threshold -> relevant; any relevant region -> alert). The rule itself is torch-free
+  (``deploy/relevance_rule.py``): the test step calls it through these functions and the served
+  predictor (``deploy/predictors/relevance.py``) directly, so what is scored is what is served.
 
 The phase-1 encoder travels between runs as a small payload (:func:`encoder_payload`, written by
 the run's ArtifactWriter) holding the backbone name with the weights, so a file of another
@@ -19,7 +20,6 @@ architecture is refused with a message instead of a shape error.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from deploy import relevance_rule as rule
+from deploy.relevance_rule import RegionDecision
 from lightning_modules.nets.segmentation import UNet, timm_encoder
 from suite.errors import UserError
 
@@ -136,31 +138,9 @@ def resize_relevance(prob: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 
 def region_scores(prob: torch.Tensor, labels: torch.Tensor, region_ids: Sequence[int]) -> list[float]:
-    """Mean relevance inside each region (``labels == id``) of one event, ``prob`` resized to ``labels``."""
-    flat_l = labels.reshape(-1).long().cpu()
-    flat_p = resize_relevance(prob.float().cpu(), tuple(labels.shape[-2:])).reshape(-1)
-    n = int(max(region_ids, default=0)) + 1
-    index = flat_l.clamp(min=0, max=n - 1)
-    sums = torch.zeros(n).index_add_(0, index, flat_p)
-    counts = torch.bincount(index, minlength=n).float()
-    return [float(sums[i] / counts[i]) if counts[i] > 0 else 0.0 for i in region_ids]
-
-
-@dataclass(frozen=True)
-class RegionDecision:
-    """Per-region scores and relevant flags of one event, and its alert (any relevant region)."""
-
-    scores: list[float]
-    relevant: list[bool]
-
-    @property
-    def alert(self) -> bool:
-        return any(self.relevant)
-
-    @property
-    def event_score(self) -> float:
-        """The highest region score: the event alerts exactly when it exceeds the threshold."""
-        return max(self.scores, default=0.0)
+    """Mean relevance inside each region (``labels == id``) of one event, ``prob`` resized to ``labels``:
+    the torch-free rule of serving (``deploy/relevance_rule.py``) on these tensors."""
+    return rule.region_scores(prob.detach().float().cpu().numpy(), labels.detach().cpu().numpy(), region_ids)
 
 
 def decide_regions(prob: torch.Tensor, labels: torch.Tensor, region_ids: Sequence[int],

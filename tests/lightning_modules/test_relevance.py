@@ -135,16 +135,19 @@ def test_deploy_preprocessing_equals_the_training_preprocessing(synthetic_root: 
     event_item = dm.event_dataset("val")[0]
     event = dm.split("val")[0]
     from datamodules.motion import read_frames
+    from lightning_modules.relevance import RawRelevance
 
     frames = read_frames(event.frames)
     predictor = RelevanceMaskPredictor(net=UNet(), image_size=48, max_frames=3)
-    served = predictor.preprocess(frames)
+    raw = torch.from_numpy(predictor.network_input(frames))  # resized RGB 0-255: normalised inside the graph
+    wrapper = RawRelevance(torch.nn.Identity())
+    served = (raw - wrapper.mean) / wrapper.std
     picks = sample_frames(len(frames), 3)
     middle = int(np.flatnonzero(picks == len(frames) // 2)[0])
     assert served.shape == (len(picks), 3, 48, 48)
-    assert torch.equal(served[middle], train_item["image"])
-    assert torch.equal(served, event_item["frames"])
-    assert torch.equal(served[0], preprocess_frame(frames[picks[0]], 48))
+    torch.testing.assert_close(served[middle], train_item["image"], atol=1e-5, rtol=0)
+    torch.testing.assert_close(served, event_item["frames"], atol=1e-5, rtol=0)
+    torch.testing.assert_close(served[0], preprocess_frame(frames[picks[0]], 48), atol=1e-5, rtol=0)
 
 
 def _segmentation_module(**kwargs: Any) -> RelevanceSegmentationModule:
