@@ -15,6 +15,7 @@ from __future__ import annotations
 import difflib
 import fnmatch
 import inspect
+import math
 import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
@@ -35,6 +36,7 @@ TOP_LEVEL_TYPES: dict[str, Any] = {
     "selection_mode": str,
     "test_after_fit": bool,
     "overwrite": bool,
+    "on_data_change": str,
     "deterministic": bool,
 }
 TOP_LEVEL_GROUPS = {"data", "model", "trainer", "callbacks", "logger", "paths", "extras", "hydra"}
@@ -185,8 +187,9 @@ def _is_number(value: Any) -> bool:
 
 
 def _numeric(test: Callable[[float], bool]) -> Callable[[Any], bool]:
-    # A value that is not a number is the type check's to report, with the expected type.
-    return lambda value: not _is_number(value) or test(value)
+    # A value that is not a number is the type check's to report, with the expected type; nan and inf
+    # (YAML's .nan, .inf) are out of every range.
+    return lambda value: not _is_number(value) or (math.isfinite(value) and test(value))
 
 
 POSITIVE = _numeric(lambda v: v > 0)
@@ -199,6 +202,8 @@ UNIT = _numeric(lambda v: 0 <= v <= 1)
 RANGE_RULES: tuple[RangeRule, ...] = (
     RangeRule("selection_mode", lambda v: v in ("min", "max"), "min or max",
               "whether a lower or a higher selection_metric is better"),
+    RangeRule("on_data_change", lambda v: v in ("warn", "error"), "warn or error",
+              "what a resume does when the data differs from what the run first read"),
     RangeRule("trainer.max_epochs", AT_LEAST_ONE, ">= 1",
               "-1 would train forever and 0 would record an untrained model as a finished run; "
               "to train by steps, set trainer.max_steps and trainer.max_epochs=null"),
@@ -216,6 +221,7 @@ RANGE_RULES: tuple[RangeRule, ...] = (
     RangeRule("*patience", NON_NEGATIVE, ">= 0"),
     RangeRule("*.val_fraction", OPEN_UNIT, "in (0, 1)", "the split needs samples and must leave some for training"),
     RangeRule("*.test_fraction", OPEN_UNIT, "in (0, 1)", "the split needs samples and must leave some for training"),
+    RangeRule("*.boost_share", OPEN_UNIT, "in (0, 1)", "the tail's share of the rows after oversampling"),
     RangeRule("*.background_fraction", _numeric(lambda v: 0 < v <= 1), "in (0, 1]"),
     RangeRule("*_fraction", UNIT, "in [0, 1]"),
     RangeRule("*image_size", POSITIVE, "> 0"),
@@ -446,3 +452,34 @@ def refused_config_value(err: Exception, key: str | None) -> ConfigError | None:
     if isinstance(cause, ValueError | TypeError) and _raised_by_the_suite(cause):
         return ConfigError(f"{_node_key(err, key)}: {cause}")
     return None
+
+
+# ---------------------------------------------------------------------------------------------
+# The same ranges for command-line options of the tools
+# ---------------------------------------------------------------------------------------------
+def ranged_arg(key: str, kind: Callable[[str], Any] = float) -> Callable[[str], Any]:
+    """An argparse ``type=`` that converts with ``kind`` and applies the RANGE_RULES rule of the config key
+    ``key`` (``data.val_fraction`` for ``--val-fraction``): a tool and a training refuse the same values,
+    and argparse names the option and exits 2 before any work."""
+    import argparse
+
+    if rule_for(key) is None:
+        raise ValueError(f"no range rule covers '{key}'")
+
+    def convert(text: str) -> Any:
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expects a {kind.__name__}, got {text!r}") from None
+        if isinstance(value, float) and value != value:  # NaN passes every comparison
+            raise argparse.ArgumentTypeError(f"expects a number, got {text!r}")
+        message = value_error(key, value)
+        if message:
+            rule = rule_for(key)
+            assert rule is not None
+            why = f" ({rule.why})" if rule.why else ""
+            raise argparse.ArgumentTypeError(f"must be {rule.expects}, got {value!r}{why}")
+        return value
+
+    convert.__name__ = kind.__name__
+    return convert

@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 from suite.config_check import validate_config
-from suite.io import atomic_write_json
+from suite.io import atomic_write_json, output_folder
 from suite.printing import print_metrics_table
 from suite.run_dir import RunDir
 
@@ -15,11 +15,25 @@ from suite.run_dir import RunDir
 def evaluate(run_dir: str | Path | RunDir, ckpt: str = "best", overrides: list[str] | None = None,
              out_dir: str | Path | None = None) -> dict[str, Any]:
     """Test ``ckpt`` (best, last or a file) of a run with its config plus ``overrides``; outputs go to
-    ``out_dir`` (default ``<run dir>/eval/<timestamp>``). Returns the metrics written."""
+    ``out_dir`` (default ``<run dir>/eval/<timestamp>``). Returns the metrics written.
+
+    The outputs are written as a unit (``suite.io.output_folder``): into ``<out>.partial``, renamed on
+    success, removed on failure; an ``out_dir`` that is the training run's folder (or one of its outputs)
+    is refused, so an evaluation never replaces the run's own metrics and predictions.
+    """
     run = run_dir if isinstance(run_dir, RunDir) else RunDir(Path(run_dir))
     out = Path(out_dir) if out_dir else run.path / "eval" / time.strftime("%Y-%m-%d_%H-%M-%S")
+    with output_folder(out, kind="evaluate", option="--out", replace=True,
+                       record={"run": str(run.path), "ckpt": ckpt, "overrides": list(overrides or [])}) as partial:
+        metrics = _evaluate_into(run, ckpt, overrides or [], partial)
+    print_metrics_table({k: v for k, v in metrics.items() if isinstance(v, float)},
+                        title=f"evaluation of {metrics['evaluated_checkpoint']} ({out})")
+    return metrics
+
+
+def _evaluate_into(run: RunDir, ckpt: str, overrides: list[str], out: Path) -> dict[str, Any]:
     # the weights come from the checkpoint: never reach for the hub when evaluating
-    cfg = run.config(overrides or [], output_dir=out, weights_from_checkpoint=True)
+    cfg = run.config(overrides, output_dir=out, weights_from_checkpoint=True)
     validate_config(cfg)
     ckpt_path = run.checkpoint(ckpt)
 
@@ -36,12 +50,9 @@ def evaluate(run_dir: str | Path | RunDir, ckpt: str = "best", overrides: list[s
     callbacks = [c for c in build_callbacks(cfg).values() if type(c).__name__ not in skip]
     trainer = L.Trainer(accelerator=cfg.trainer.get("accelerator", "auto"), devices=1, logger=False,
                         callbacks=callbacks, default_root_dir=str(out), enable_checkpointing=False)
-    out.mkdir(parents=True, exist_ok=True)
     write_run_inputs(out, spec, datamodule.split_ids())
     results = trainer.test(model, datamodule=datamodule, ckpt_path=str(ckpt_path), weights_only=True)
     metrics: dict[str, Any] = {k: float(v) for k, v in (results[0] if results else {}).items()}
     metrics["evaluated_checkpoint"] = str(ckpt_path)
     atomic_write_json(RunDir(out).metrics_json, metrics)
-    print_metrics_table({k: v for k, v in metrics.items() if isinstance(v, float)},
-                        title=f"evaluation of {ckpt_path} ({out})")
     return metrics

@@ -23,7 +23,16 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from suite import gpu_slots
 from suite.config_check import sweep_errors, validate_config
 from suite.errors import ConfigError, UserError
-from suite.run_dir import RunDir, guard_run_dir, guard_sweep_dir, keep_previous_hydra_config
+from suite.io import check_output_dir, make_output_dir
+from suite.run_dir import (
+    RunDir,
+    acquire_run_lock,
+    guard_sweep_dir,
+    keep_previous_hydra_config,
+    launch_rank,
+    prepare_run_dir,
+    release_run_lock,
+)
 
 log = logging.getLogger(__name__)
 
@@ -378,21 +387,33 @@ class LaunchChecks(_HydraCallback):
     """Hydra callback: checks before Hydra writes anything or a sweep starts; frees the GPU slot after a job."""
 
     def on_run_start(self, config: DictConfig, **kwargs: Any) -> None:
-        # Hydra saves .hydra/ into the run dir before the job starts: check the dir first.
+        # Hydra creates the run dir, opens its log file and saves .hydra/ before the job starts: the dir is
+        # checked, locked for the run's lifetime and cleared of an earlier run's files before that.
         run_dir = Path(str(OmegaConf.select(config, "hydra.run.dir")))
+        if launch_rank() > 0:  # DDP's extra processes run in rank 0's dir, which rank 0 holds
+            return
         try:
-            guard_run_dir(run_dir, config)
+            make_output_dir(run_dir, "hydra.run.dir")
+            note = acquire_run_lock(run_dir, "hydra.run.dir")
+            if note:
+                print(note, file=sys.stderr)
+            prepare_run_dir(run_dir, config)
         except UserError as err:
             _refuse(err)
         kept = keep_previous_hydra_config(run_dir, OmegaConf.select(config, "hydra.output_subdir"))
         if kept is not None:
             print(f"kept the run's previous Hydra config in {kept}", file=sys.stderr)
 
+    def on_run_end(self, config: DictConfig, **kwargs: Any) -> None:
+        release_run_lock(Path(str(OmegaConf.select(config, "hydra.run.dir"))))
+
     def on_multirun_start(self, config: DictConfig, **kwargs: Any) -> None:
         hydra_cfg = config.hydra
         trainer_cfg = config.trainer
+        sweep_dir = Path(str(OmegaConf.select(config, "hydra.sweep.dir")))
         try:
-            guard_sweep_dir(Path(str(OmegaConf.select(config, "hydra.sweep.dir"))), config)
+            check_output_dir(sweep_dir, "hydra.sweep.dir")
+            guard_sweep_dir(sweep_dir, config)
             # Config values every job shares, and each swept value, are refused once before any job starts.
             validate_config(config)
             errors = sweep_errors(_sweep_overrides(hydra_cfg))
@@ -404,8 +425,16 @@ class LaunchChecks(_HydraCallback):
             # A sweep over trainer.devices is checked value by value.
             for value in _swept_values(hydra_cfg, "trainer.devices"):
                 check_launch(OmegaConf.merge(trainer_cfg, {"devices": _parse(value)}), hydra_cfg)
+            # two sweeps into one sweep dir would share job dirs: the dir is held while the sweep runs
+            make_output_dir(sweep_dir, "hydra.sweep.dir")
+            note = acquire_run_lock(sweep_dir, "hydra.sweep.dir")
+            if note:
+                print(note, file=sys.stderr)
         except UserError as err:
             _refuse(err)
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        release_run_lock(Path(str(OmegaConf.select(config, "hydra.sweep.dir"))))
 
     def on_job_end(self, config: DictConfig, job_return: Any, **kwargs: Any) -> None:
         job_finished(config.hydra.runtime.output_dir)

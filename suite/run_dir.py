@@ -11,8 +11,13 @@ started without Hydra's launcher (tests, notebooks).
 
 from __future__ import annotations
 
+import atexit
+import hashlib
 import json
+import os
 import shutil
+import socket
+import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -282,3 +287,302 @@ def keep_previous_hydra_config(run_dir: Path, output_subdir: str | None) -> Path
         kept, suffix = run_dir / f"{base}~{suffix}", suffix + 1
     shutil.copytree(current, kept)
     return kept
+
+
+# -- what a training run writes --------------------------------------------------------------------
+# Names ``train.py`` writes at the top of a run dir (DESIGN.md, "A run directory holds"). ``export/``
+# and ``eval/`` are left out: export and evaluate write their own folders there, as a unit.
+TRAINING_OUTPUTS = frozenset({
+    ".hydra", "checkpoints", "metrics", "tensorboard", "predictions_agg.csv", "label_map.json", "splits.json",
+    "manifests_used.txt", "training_history.json", "alerts.json", "report.md", "launch.json", "train.log",
+    "data_fingerprint.json", "error.log",
+})
+LOCK_NAME = ".run.lock"
+PREVIOUS_DIR = "previous"
+
+
+def is_training_run(path: Path) -> bool:
+    """A folder ``train.py`` wrote: its Hydra record, its final metrics, checkpoints or its lock."""
+    run = RunDir(path)
+    return (run.config_yaml.is_file() or run.is_finished or run.checkpoints_dir.is_dir()
+            or (run.path / LOCK_NAME).is_file())
+
+
+def training_run_holding(path: Path) -> tuple[Path | None, str | None]:
+    """(run dir, part) when ``path`` is a training run's dir (part None) or lies inside one of its
+    TRAINING_OUTPUTS (part: that name); (None, None) otherwise."""
+    path = Path(path).absolute()
+    if path.is_dir() and is_training_run(path):
+        return path, None
+    for parent in path.parents:
+        part = path.relative_to(parent).parts[0]
+        if part in TRAINING_OUTPUTS and parent.is_dir() and is_training_run(parent):
+            return parent, part
+    return None, None
+
+
+# -- one training at a time per run dir ----------------------------------------------------------------
+def launch_rank() -> int:
+    """The process's rank when a launcher set one (DDP's extra processes run the job in rank 0's run dir:
+    only rank 0 holds the run dir). Read as Lightning reads it, before Lightning starts."""
+    for key in ("RANK", "LOCAL_RANK", "SLURM_PROCID", "JSM_NAMESPACE_RANK"):
+        value = os.environ.get(key)
+        if value is not None and value.strip().isdigit():
+            return int(value)
+    return 0
+
+
+@dataclass
+class _HeldLock:
+    fd: int
+    count: int
+
+
+_held_locks: dict[Path, _HeldLock] = {}
+
+
+def _read_record(fd: int) -> dict[str, Any]:
+    os.lseek(fd, 0, os.SEEK_SET)
+    raw = b""
+    while chunk := os.read(fd, 65536):
+        raw += chunk
+    try:
+        record = json.loads(raw.decode("utf-8") or "{}")
+    except (UnicodeDecodeError, ValueError):
+        return {}
+    return record if isinstance(record, dict) else {}
+
+
+def _describe(record: dict[str, Any]) -> str:
+    if not record:
+        return "another process (it has not written its name yet)"
+    started = record.get("started")
+    when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(started)) if isinstance(started, int | float) else "?"
+    command = " ".join(str(c) for c in record.get("command") or [])
+    return f"pid {record.get('pid')} on {record.get('host')}, started {when}" + (f" ({command})" if command else "")
+
+
+def _pid_alive(pid: Any) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (TypeError, ValueError, ProcessLookupError):
+        return False
+    except PermissionError:  # another user's live process
+        return True
+    return True
+
+
+def acquire_run_lock(run_dir: str | Path, option: str = "hydra.run.dir") -> str | None:
+    """Hold ``<run dir>/.run.lock`` until :func:`release_run_lock` (or the process ends: ``flock`` locks
+    vanish with their process, so a killed run never leaves its dir locked).
+
+    A second launch into a busy run dir is refused naming the holder (pid, host, start time, command).
+    A record left by a process of this host that is gone is taken over; the returned note says so.
+    A record of another host whose lock is free (a file system without shared locks, or a crashed
+    machine) is refused: this host cannot tell whether that run still runs. Re-entrant within a process.
+    Why by hand: ``filelock`` would give the lock but neither the holder's record nor the takeover rule.
+    """
+    import fcntl
+
+    from suite.errors import UserError
+    from suite.io import current_umask
+
+    run_dir = Path(run_dir).expanduser()
+    key = run_dir.resolve()
+    if key in _held_locks:
+        _held_locks[key].count += 1
+        return None
+    run_dir.mkdir(parents=True, exist_ok=True)
+    path = run_dir / LOCK_NAME
+    fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o666 & ~current_umask())
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise UserError(f"{option}: {run_dir} is in use by another training: {_describe(_read_record(fd))}. "
+                            f"Wait for it to end, or choose another {option}.") from None
+        record = _read_record(fd)
+        note = None
+        host = socket.gethostname()
+        if record.get("pid") is not None:
+            if record.get("host") != host:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                raise UserError(f"{option}: {run_dir} is in use by a training of another machine: "
+                                f"{_describe(record)}. If it no longer runs, delete {path} and launch again.")
+            # the lock was free: its holder ended without releasing it (killed), or its pid was reused
+            gone = "no longer runs" if not _pid_alive(record["pid"]) else "no longer holds it"
+            note = f"{run_dir}: took over the run dir from {_describe(record)}, which {gone}"
+        mine = {"pid": os.getpid(), "host": host, "started": time.time(), "command": list(sys.argv)}
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, (json.dumps(mine) + "\n").encode("utf-8"), 0)
+    except BaseException:
+        os.close(fd)
+        raise
+    _held_locks[key] = _HeldLock(fd, 1)
+    return note
+
+
+def release_run_lock(run_dir: str | Path) -> None:
+    """Undo one :func:`acquire_run_lock`; the last one empties the record and frees the lock."""
+    import fcntl
+
+    key = Path(run_dir).expanduser().resolve()
+    held = _held_locks.get(key)
+    if held is None:
+        return
+    held.count -= 1
+    if held.count > 0:
+        return
+    del _held_locks[key]
+    try:
+        os.ftruncate(held.fd, 0)  # an ended run leaves no holder to name
+        fcntl.flock(held.fd, fcntl.LOCK_UN)
+    finally:
+        os.close(held.fd)
+
+
+def holds_run_lock(run_dir: str | Path) -> bool:
+    return Path(run_dir).expanduser().resolve() in _held_locks
+
+
+def _release_all() -> None:
+    for key in list(_held_locks):
+        _held_locks[key].count = 1
+        release_run_lock(key)
+
+
+atexit.register(_release_all)  # sys.exit after a user error: the next launch finds no stale record
+
+
+# -- a new run in a dir that holds an earlier one ----------------------------------------------------
+def is_resume(run_dir: Path, cfg: DictConfig) -> bool:
+    """``ckpt_path=last``, or a checkpoint of this run dir's own ``checkpoints/``: the run goes on."""
+    ckpt = cfg.get("ckpt_path")
+    if ckpt is None:
+        return False
+    if str(ckpt) == "last":
+        return True
+    given = Path(str(ckpt)).expanduser()
+    for candidate in ([given] if given.is_absolute() else [given, run_dir / given, run_dir / "checkpoints" / given]):
+        if candidate.is_file():
+            return candidate.resolve().is_relative_to((run_dir / "checkpoints").resolve())
+    return False
+
+
+def earlier_outputs(run_dir: Path, keep: Sequence[str] = ()) -> list[Path]:
+    """What an earlier launch left in ``run_dir`` (the lock, ``previous/`` and ``keep`` aside)."""
+    if not run_dir.is_dir():
+        return []
+    skip = {LOCK_NAME, PREVIOUS_DIR, *keep}
+    return sorted(p for p in run_dir.iterdir() if p.name not in skip)
+
+
+def move_earlier_outputs(run_dir: Path, keep: Sequence[str] = ()) -> Path | None:
+    """Move what an earlier launch left into ``<run dir>/previous/<timestamp>/``, so that no file of it
+    (a task file the new run does not write, an old checkpoint) sits beside the new run's outputs."""
+    entries = earlier_outputs(run_dir, keep)
+    if not entries:
+        return None
+    base = run_dir / PREVIOUS_DIR / time.strftime("%Y-%m-%d_%H-%M-%S")
+    dest, suffix = base, 1
+    while dest.exists():
+        dest, suffix = base.with_name(f"{base.name}~{suffix}"), suffix + 1
+    dest.mkdir(parents=True)
+    for entry in entries:
+        os.replace(entry, dest / entry.name)
+    return dest
+
+
+def prepare_run_dir(run_dir: Path, cfg: DictConfig, keep: Sequence[str] = ()) -> Path | None:
+    """The finished-run guard, then: a run that starts afresh (not a resume) in a dir holding an earlier
+    launch's files moves them aside first. Returns where they went (None when nothing moved)."""
+    guard_run_dir(run_dir, cfg)
+    if is_resume(run_dir, cfg):
+        return None
+    moved = move_earlier_outputs(run_dir, keep)
+    if moved is not None:
+        print(f"{run_dir}: moved the earlier run's files to {moved}", file=sys.stderr)
+    return moved
+
+
+def moved_checkpoint(run_dir: Path, path: Path) -> Path | None:
+    """Where ``path`` (a file of ``run_dir``) is now when an earlier launch's files were moved aside."""
+    try:
+        relative = Path(path).absolute().relative_to(Path(run_dir).absolute())
+    except ValueError:
+        return None
+    if relative.parts and relative.parts[0] == PREVIOUS_DIR:
+        return None
+    for kept in sorted((run_dir / PREVIOUS_DIR).glob("*"), reverse=True):
+        if (kept / relative).is_file():
+            return kept / relative
+    return None
+
+
+# -- the data a run read ---------------------------------------------------------------------------
+FINGERPRINT_NAME = "data_fingerprint.json"
+
+
+def _source_stat(path: Path) -> dict[str, Any]:
+    """Size and last change of a source file, or of every file under a source folder."""
+    if path.is_file():
+        st = path.stat()
+        return {"size": st.st_size, "mtime": st.st_mtime}
+    if path.is_dir():
+        size, mtime, files = 0, 0.0, 0
+        for dirpath, _, names in os.walk(path):
+            for name in names:
+                try:
+                    st = os.stat(os.path.join(dirpath, name))
+                except OSError:
+                    continue
+                size, mtime, files = size + st.st_size, max(mtime, st.st_mtime), files + 1
+        return {"size": size, "mtime": mtime, "files": files}
+    return {"missing": True}
+
+
+def _digest(obj: Any) -> str:
+    return hashlib.sha256(json.dumps(obj, sort_keys=True, default=str).encode("utf-8")).hexdigest()
+
+
+def data_fingerprint(sources: Sequence[tuple[str, int]], split_ids: dict[str, Any]) -> dict[str, Any]:
+    """What identifies the data of a launch: each source (manifest, folder) with rows, size and last
+    change, and a hash of each split's ids."""
+    files = {str(path): {"rows": int(rows), **_source_stat(Path(path))} for path, rows in sources}
+    splits = {name: {"items": len(ids), "sha256": _digest(sorted(map(str, ids)))}
+              for name, ids in split_ids.items() if isinstance(ids, list)}
+    return {"sources": files, "splits": splits, "sha256": _digest({"sources": files, "splits": splits})}
+
+
+def data_changes(before: dict[str, Any], now: dict[str, Any], split_ids_before: dict[str, Any] | None = None,
+                 split_ids_now: dict[str, Any] | None = None) -> list[str]:
+    """What differs between two fingerprints, one line per source or split; [] when the data is the same."""
+    if before.get("sha256") == now.get("sha256"):
+        return []
+    lines = []
+    old_src, new_src = before.get("sources", {}), now.get("sources", {})
+    for path in sorted(set(old_src) | set(new_src)):
+        a, b = old_src.get(path), new_src.get(path)
+        if a is None:
+            lines.append(f"source added: {path} ({b.get('rows')} rows)")
+        elif b is None:
+            lines.append(f"source no longer read: {path}")
+        elif a != b:
+            what = [f"{k} {a.get(k)} -> {b.get(k)}" for k in ("rows", "size", "files") if a.get(k) != b.get(k)]
+            if a.get("mtime") != b.get("mtime"):
+                what.append("modified since")
+            lines.append(f"source changed: {path} ({', '.join(what)})")
+    old_sp, new_sp = before.get("splits", {}), now.get("splits", {})
+    for name in sorted(set(old_sp) | set(new_sp)):
+        a, b = old_sp.get(name), new_sp.get(name)
+        if a == b:
+            continue
+        if a is None or b is None:
+            lines.append(f"split {name}: {'new' if a is None else 'gone'}")
+            continue
+        detail = f"{a.get('items')} -> {b.get('items')} items"
+        if split_ids_before and split_ids_now and isinstance(split_ids_before.get(name), list):
+            old_ids, new_ids = set(map(str, split_ids_before[name])), set(map(str, split_ids_now.get(name, [])))
+            detail += f": {len(new_ids - old_ids)} added, {len(old_ids - new_ids)} removed"
+        lines.append(f"split {name} differs ({detail})")
+    return lines or ["the data fingerprint differs"]

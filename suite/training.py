@@ -2,20 +2,36 @@
 
 from __future__ import annotations
 
+import json
+import logging
 import math
+import sys
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from omegaconf import DictConfig, OmegaConf
 
 from suite.config_check import refused_config_value, validate_config
-from suite.errors import UserError
+from suite.errors import DataError, UserError
 from suite.io import atomic_write_json, atomic_write_text
 from suite.printing import print_config_tree, print_metrics_table
-from suite.run_dir import RunDir, guard_run_dir
+from suite.run_dir import (
+    FINGERPRINT_NAME,
+    NAMED_CHECKPOINTS,
+    RunDir,
+    acquire_run_lock,
+    data_fingerprint,
+    guard_run_dir,
+    launch_rank,
+    moved_checkpoint,
+    prepare_run_dir,
+    release_run_lock,
+)
 
 if TYPE_CHECKING:
     from suite.contracts import DataSpec
+
+log = logging.getLogger(__name__)
 
 
 def instantiate(node: DictConfig, key: str | None = None, **kwargs: Any) -> Any:
@@ -57,6 +73,12 @@ def resolve_ckpt_path(cfg: DictConfig, out_dir: Path) -> str | None:
     try:
         return str(RunDir(out_dir).checkpoint(str(ckpt)))
     except UserError as err:
+        # a checkpoint of this dir's earlier run, moved to previous/ when this run started afresh
+        given = Path(f"checkpoints/{ckpt}.ckpt" if ckpt in NAMED_CHECKPOINTS else str(ckpt)).expanduser()
+        moved = moved_checkpoint(out_dir, given if given.is_absolute() else out_dir / given)
+        if moved is not None:
+            print(f"ckpt_path={ckpt}: the earlier run's files were moved aside; using {moved}", file=sys.stderr)
+            return str(moved)
         hint = " (set hydra.run.dir to the run to resume)" if ckpt == "last" else ""
         raise type(err)(f"ckpt_path={ckpt}: {err}{hint}") from None
 
@@ -141,13 +163,109 @@ def close_loggers(trainer: Any, status: str) -> None:
         logger.finalize(status)
 
 
+def run_dir_option() -> str:
+    """The key that names the run dir in messages: Hydra's run or sweep dir, else ``paths.output_dir``."""
+    from suite.launch import hydra_config, is_multirun
+
+    hydra_cfg = hydra_config()
+    if hydra_cfg is None:
+        return "paths.output_dir"
+    return "hydra.sweep.dir" if is_multirun(hydra_cfg) else "hydra.run.dir"
+
+
+# Folders a run writes besides its run dir (feature caches, generated synthetic data).
+OUTPUT_FOLDER_KEYS = ("data.cache_dir", "data.synthetic_dir")
+
+
+def check_output_paths(cfg: DictConfig, out_dir: Path) -> None:
+    """Every folder the run will write can be made and written, before any data is read: a file in the
+    way or a read-only place is named by its key, not found by a traceback halfway through."""
+    from suite.io import check_output_dir
+
+    check_output_dir(out_dir, run_dir_option())
+    data = cfg.get("data")
+    for key in OUTPUT_FOLDER_KEYS:
+        name = key.split(".", 1)[1]
+        if not isinstance(data, DictConfig) or data.get(name) in (None, ""):
+            continue
+        if name == "synthetic_dir" and data.get("root") not in (None, ""):
+            continue  # the user's data is read, nothing is generated
+        raw = str(OmegaConf.to_container(data, resolve=False).get(name))
+        origin = raw[2:].split("}")[0] if raw.startswith("${paths.") else None
+        check_output_dir(str(data.get(name)), f"{key} (set by {origin})" if origin else key)
+
+
+def current_launch_files() -> list[str]:
+    """Files of the run dir that belong to this launch already: Hydra's record and log of a sweep job
+    (written before the job starts) and the job's launch record."""
+    from suite.launch import hydra_config, is_multirun
+
+    hydra_cfg = hydra_config()
+    if hydra_cfg is None:
+        return []
+    keep = [str(hydra_cfg.output_subdir)] if hydra_cfg.get("output_subdir") else []
+    log_file = OmegaConf.select(hydra_cfg, "job_logging.handlers.file.filename", default=None)
+    if log_file:
+        keep.append(Path(str(log_file)).name)
+    if is_multirun(hydra_cfg):
+        keep.append("launch.json")
+    return keep
+
+
 def train(cfg: DictConfig) -> float | None:
+    """Validate, hold the run dir, then fit and test (:func:`fit_and_test`); the run dir is held until the end."""
+    validate_config(cfg)
+    out_dir = Path(cfg.paths.output_dir)
+    check_output_paths(cfg, out_dir)
+    if launch_rank() > 0:  # DDP's extra processes: rank 0 holds and prepares the run dir
+        return fit_and_test(cfg, out_dir)
+    note = acquire_run_lock(out_dir, run_dir_option())
+    if note:
+        print(note, file=sys.stderr)
+    try:
+        return fit_and_test(cfg, out_dir)
+    finally:
+        release_run_lock(out_dir)
+
+
+def check_data_unchanged(cfg: DictConfig, out_dir: Path, fingerprint: dict[str, Any],
+                         split_ids: dict[str, Any]) -> None:
+    """On a resume, compare the data with the fingerprint the run dir recorded at its first launch:
+    a change is warned about loudly, or refused with ``on_data_change=error``."""
+    from suite.run_dir import data_changes
+
+    path = out_dir / FINGERPRINT_NAME
+    if cfg.get("ckpt_path") is None or not path.is_file():
+        return
+    try:
+        before = json.loads(path.read_text())
+        old_ids = json.loads((out_dir / "splits.json").read_text()) if (out_dir / "splits.json").is_file() else None
+    except (OSError, ValueError) as err:
+        print(f"warning: {path} cannot be read ({err}); the data is not compared with the first launch's",
+              file=sys.stderr)
+        return
+    changes = data_changes(before, fingerprint, old_ids, split_ids)
+    if not changes:
+        return
+    text = (f"ckpt_path={cfg.ckpt_path}: the data differs from what this run read before ({path}):\n  - "
+            + "\n  - ".join(changes))
+    if cfg.get("on_data_change", "warn") == "error":
+        raise DataError(f"{text}\nResume on the data the run started with, start a new run dir, or set "
+                        "on_data_change=warn to continue anyway.")
+    banner = "!" * 100
+    print(f"\n{banner}\nWARNING: {text}\nThe run continues on the new data (on_data_change=error refuses "
+          f"this).\n{banner}\n", file=sys.stderr)
+    log.warning(text)
+
+
+def fit_and_test(cfg: DictConfig, out_dir: Path) -> float | None:
     from suite.launch import prepare_job
 
-    validate_config(cfg)
     cfg = prepare_job(cfg)
-    out_dir = Path(cfg.paths.output_dir)
-    guard_run_dir(out_dir, cfg)
+    if launch_rank() > 0:
+        guard_run_dir(out_dir, cfg)
+    else:
+        prepare_run_dir(out_dir, cfg, keep=current_launch_files())
     ckpt_path = resolve_ckpt_path(cfg, out_dir)
     print_config_tree(cfg)
 
@@ -167,7 +285,11 @@ def train(cfg: DictConfig) -> float | None:
         # Read the data before fitting so that bad inputs fail before any training.
         spec = prepare_model_and_data(model, datamodule, ckpt_path)
         if trainer.is_global_zero:
-            write_run_inputs(out_dir, spec, datamodule.split_ids())
+            split_ids = datamodule.split_ids()
+            fingerprint = data_fingerprint(spec.sources, split_ids)
+            check_data_unchanged(cfg, out_dir, fingerprint, split_ids)
+            write_run_inputs(out_dir, spec, split_ids)
+            atomic_write_json(out_dir / FINGERPRINT_NAME, fingerprint)
 
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
         fit_metrics = _scalar_metrics(trainer.callback_metrics)

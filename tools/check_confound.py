@@ -20,6 +20,8 @@ from typing import Any
 
 import pandas as pd
 
+from suite.io import output_file_arg
+
 
 def confound_report(
     train: pd.DataFrame, val: pd.DataFrame, predictions: pd.DataFrame, decimals: int = 3, min_count: int = 3,
@@ -75,7 +77,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--predictions", type=Path, required=True, help="predictions_agg.csv of a run")
     parser.add_argument("--decimals", type=int, default=3, help="rounding before counting equal scores")
     parser.add_argument("--min-count", type=int, default=3, help="a value is a cluster when this many events share it")
-    parser.add_argument("--json", type=Path, default=None, help="also write the report here")
+    parser.add_argument("--json", type=output_file_arg, default=None, help="also write the report here")
     args = parser.parse_args(argv)
     frames = {}
     for name, path, cols in (("train", args.train, ["video_id"]), ("val", args.val, ["video_id"]),
@@ -108,4 +110,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from suite.errors import run_guarded
+
+    sys.exit(run_guarded(main))  # Ctrl-C: exit 130 without a traceback

@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from suite.contracts import score_columns
-from suite.errors import DataError
+from suite.errors import DataError, UserError, run_guarded
+from suite.io import make_output_dir, output_dir_arg
 from suite.run_dir import FINISHED_MARKER, RunDir
 
 # Overrides that never tell experiments apart.
@@ -55,6 +56,10 @@ class Run:
     @property
     def name(self) -> str:
         return self.path.name
+
+    @property
+    def task(self) -> str:
+        return str(self.config.get("task_name") or "?")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -91,7 +96,7 @@ def find_runs(paths: list[Path]) -> list[Path]:
     found: list[Path] = []
     for root in paths:
         if not root.exists():
-            raise FileNotFoundError(f"no such run or sweep dir: {root}")
+            raise DataError(f"no such run or sweep dir: {root}")
         if is_run_dir(root):
             found.append(root)
             continue
@@ -175,8 +180,10 @@ def assign_groups(runs: list[Run]) -> list[str]:
     varying.sort(key=lambda k: (k != "experiment", keys.index(k)))
     order: list[str] = []
     for run, items in zip(runs, per_run, strict=True):
+        # a run launched without experiment= ran the default experiment of its task
+        experiment = items.get("experiment") or f"{run.config.get('task_name') or 'default'} (default)"
         if varying:
-            parts = [items[k] if k == "experiment" else f"{k}={items.get(k, '-')}" for k in varying]
+            parts = [experiment if k == "experiment" else f"{k}={items.get(k, '-')}" for k in varying]
             run.group = " ".join(parts)
         else:
             run.group = str(items.get("experiment") or run.config.get("task_name") or "runs")
@@ -188,13 +195,35 @@ def assign_groups(runs: list[Run]) -> list[str]:
 # ---------------------------------------------------------------------------------------------
 # Summaries
 # ---------------------------------------------------------------------------------------------
+def tasks_of(runs: list[Run]) -> dict[str, list[str]]:
+    """Run names by task (``task_name`` of each run's config)."""
+    tasks: dict[str, list[str]] = {}
+    for run in runs:
+        tasks.setdefault(run.task, []).append(run.name)
+    return tasks
+
+
+def tasks_note(runs: list[Run]) -> str | None:
+    """One line when the runs belong to several tasks: their metrics differ, so most cells stay empty."""
+    tasks = tasks_of(runs)
+    if len(tasks) < 2:
+        return None
+    listed = "; ".join(f"{task}: {', '.join(names[:4])}{' ...' if len(names) > 4 else ''}"
+                       for task, names in tasks.items())
+    return (f"these runs belong to {len(tasks)} tasks ({listed}); each task logs its own metrics, so a "
+            "metric is compared only between the runs that log it ('–' elsewhere)")
+
+
 def key_metrics(runs: list[Run], requested: list[str] | None) -> list[str]:
     """The metrics compared: the requested ones, else the selection metric's best and every test metric."""
     present = list(dict.fromkeys(k for r in runs for k in r.metrics))
     if requested:
         missing = [m for m in requested if m not in present]
         if missing:
-            raise KeyError(f"metric(s) {missing} in no run; present: {', '.join(present)}")
+            by_task = {task: sorted({k for r in runs if r.task == task for k in r.metrics})
+                       for task in tasks_of(runs)}
+            listed = "; ".join(f"{task}: {', '.join(keys) or 'none'}" for task, keys in by_task.items())
+            raise UserError(f"--metrics: {', '.join(missing)} logged by no run; the runs log {listed}")
         return requested
     best = [k for k in present if k.startswith("best_")]
     test = sorted(k for k in present if k.startswith("test/"))
@@ -262,6 +291,9 @@ def markdown_report(runs: list[Run], groups: list[str], metrics: list[str], summ
     lines = ["# Sweep comparison", "", "Sources: " + ", ".join(f"`{s}`" for s in sources), "",
              f"{sum(r.finished for r in runs)} finished runs of {len(runs)}, {len(groups)} experiments; "
              "cells are mean ± sample std over seeds (n = runs). Best mean per metric in bold.", ""]
+    note = tasks_note(runs)
+    if note:
+        lines += [f"**Note:** {note[0].upper()}{note[1:]}.", ""]
     if legend and any(k != v for k, v in legend.items()):
         lines += ["| group | overrides |", "|---|---|"] + [f"| {k} | `{v}` |" for k, v in legend.items()] + [""]
     header = ["metric", *groups]
@@ -492,14 +524,17 @@ def build_report(paths: list[Path], out: Path | None = None, metrics: list[str] 
     run_dirs = find_runs(paths)
     if not run_dirs:
         where = ", ".join(map(str, paths))
-        raise FileNotFoundError(f"no runs (dirs with metrics/metrics.json or .hydra/) under {where}")
+        raise DataError(f"no runs (dirs with metrics/metrics.json or .hydra/) under {where}")
     runs = [load_run(p) for p in run_dirs]
+    note = tasks_note(runs)
+    if note:
+        print(f"note: {note}", file=sys.stderr)
     legend = short_labels(runs, assign_groups(runs))
     groups = list(legend)
     chosen = key_metrics(runs, metrics)
     summary = summarise(runs, groups, chosen)
     out = out or (paths[0] / "report" if len(paths) == 1 and not is_run_dir(paths[0]) else Path("report"))
-    out.mkdir(parents=True, exist_ok=True)
+    make_output_dir(out, "--out")
     pictures: list[str] = []
     if plots:
         import matplotlib
@@ -529,14 +564,15 @@ def main(argv: list[str] | None = None) -> int:
         description="Compare the runs of a sweep (or several run dirs): Markdown report with mean ± std over "
                     "seeds per experiment, summary.csv/json, runs.csv and PNG plots.")
     parser.add_argument("paths", nargs="+", type=Path, help="a sweep dir, or several run dirs / sweep dirs")
-    parser.add_argument("--out", type=Path, default=None, help="output folder (default: <sweep dir>/report)")
+    parser.add_argument("--out", type=output_dir_arg, default=None,
+                        help="output folder (default: <sweep dir>/report)")
     parser.add_argument("--metrics", nargs="+", default=None,
                         help="metrics to compare (default: best_<selection metric> and every test/ metric)")
     parser.add_argument("--no-plots", action="store_true", help="tables only")
     args = parser.parse_args(argv)
     try:
         result = build_report(args.paths, args.out, args.metrics, plots=not args.no_plots)
-    except (FileNotFoundError, KeyError) as err:
+    except UserError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     print(result["report"])
@@ -546,4 +582,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_guarded(main))  # Ctrl-C: exit 130 without a traceback

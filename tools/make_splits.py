@@ -26,7 +26,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from suite.errors import DataError, UserError
+from suite.config_check import ranged_arg
+from suite.errors import DataError, UserError, run_guarded
+from suite.io import make_output_dir, output_dir_arg
 
 
 def load_events(path: Path) -> pd.DataFrame:
@@ -82,11 +84,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--video-id-column", default="video_id", help="column giving each clip's source video")
     parser.add_argument("--label-column", default="label", help="label column of --labels")
     parser.add_argument("--tail-label", default="tail", help="label value of the tail (positive) class")
-    parser.add_argument("--out-dir", type=Path, required=True)
-    parser.add_argument("--val-fraction", type=float, default=0.2)
-    parser.add_argument("--test-fraction", type=float, default=0.2, help="share of events held out as test")
+    parser.add_argument("--out-dir", type=output_dir_arg, required=True)
+    parser.add_argument("--val-fraction", type=ranged_arg("data.val_fraction"), default=0.2,
+                        help="share of the remaining events for validation, in (0, 1)")
+    parser.add_argument("--test-fraction", type=ranged_arg("data.test_fraction"), default=0.2,
+                        help="share of events held out as test, in (0, 1)")
     parser.add_argument("--test-by", default="video_id", help="column whose groups are held out whole as test")
-    parser.add_argument("--boost-share", type=float, default=0.3, help="tail share after oversampling")
+    parser.add_argument("--boost-share", type=ranged_arg("data.boost_share"), default=0.3,
+                        help="tail share after oversampling, in (0, 1)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--timestamp", default=None, help="name suffix (default: now, YYYYmmdd_HHMMSS)")
     args = parser.parse_args(argv)
@@ -116,8 +121,7 @@ def main(argv: list[str] | None = None) -> int:
     from suite.io import atomic_write_csv
 
     stamp = args.timestamp or datetime.now().strftime("%Y%m%d_%H%M%S")
-    out = args.out_dir
-    out.mkdir(parents=True, exist_ok=True)
+    out = make_output_dir(args.out_dir, "--out-dir")
 
     def write(df: pd.DataFrame, name: str) -> Path:
         path = out / f"{name}_{stamp}.csv"
@@ -142,4 +146,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(run_guarded(main))  # Ctrl-C: exit 130 without a traceback

@@ -22,6 +22,8 @@ from typing import Any
 
 import numpy as np
 
+from suite.io import output_file_arg
+
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 UNKNOWN = 170
 
@@ -142,7 +144,7 @@ def main(argv: list[str] | None = None) -> int:
         description="Precision, recall and F-measure of the motion detector on CDnet-style sequences "
                     "(170 = unknown is ignored; ROI.bmp and temporalROI.txt are honoured).")
     parser.add_argument("path", type=Path, help="a sequence (with input/ and groundtruth/) or a folder of them")
-    parser.add_argument("--json", type=Path, default=None, help="write the scores as JSON to this file")
+    parser.add_argument("--json", type=output_file_arg, default=None, help="write the scores as JSON to this file")
     parser.add_argument("--event-frames", type=int, default=None,
                         help="cut each sequence into events of N frames detected separately (default: whole sequence)")
     parser.add_argument("--method", choices=["detector", "mog2", "median"], default="detector",
@@ -179,4 +181,6 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    from suite.errors import run_guarded
+
+    sys.exit(run_guarded(main))  # Ctrl-C: exit 130 without a traceback
