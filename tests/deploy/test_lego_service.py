@@ -103,3 +103,14 @@ def test_model_with_another_input_shape_is_refused_at_load(bundle: Path, tmp_pat
     (other / "config" / "preprocessing.json").write_text(json.dumps(config))
     with pytest.raises(ValueError, match=r"lego_classifier.onnx: input 'image' has shape .*32, 32.*size 48"):
         ClassifierLoader(other)
+
+
+def test_a_run_dir_given_as_bundle_exits_2_saying_what_a_pi_bundle_is(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    from deploy.lego_service import main
+
+    (tmp_path / "checkpoints").mkdir()
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--bundle", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert "is not a LEGO Pi bundle (config/preprocessing.json" in capsys.readouterr().err
