@@ -17,7 +17,7 @@ weights (real 3.0) or the seed's curriculum of source proportions per epoch.
 
 from __future__ import annotations
 
-import csv
+import logging
 import os
 from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
@@ -32,14 +32,16 @@ from albumentations.pytorch import ToTensorV2
 from torch.utils.data import Dataset, Sampler
 
 from datamodules.augment import seeded_call
-from datamodules.base import SuiteDataModule
+from datamodules.base import SuiteDataModule, file_digest
 from datamodules.grouped_split import grouped_split
 from datamodules.images import read_image
+from datamodules.manifests import integer_id, normalize_id, read_id_list, read_table
 from datamodules.synthetic.common import SyntheticDataset
 from datamodules.synthetic.lego import GENERATOR
 from suite.contracts import Head, InputSpec
 from suite.errors import ConfigError, DataError
 from suite.paths import confined_path
+from suite.printing import warn_on_console
 
 SOURCES = ("legacy", "b200c", "real")
 DEFAULT_COLUMNS = {"path": "path", "part": "part_id", "color": "color_id", "source": "source", "group": "group_id"}
@@ -48,6 +50,8 @@ AUGMENT_PRESETS = ("strong", "light", "none")
 # graph takes plain 0-255 RGB and cannot disagree with training about normalisation.
 SEED_INPUT_SIZE = 224
 UNKNOWN_INDEX = -1
+
+log = logging.getLogger(__name__)
 
 
 # -- transforms ----------------------------------------------------------------------------
@@ -153,80 +157,57 @@ class SourceMixSampler(Sampler[int]):
 
 
 # -- manifest --------------------------------------------------------------------------------
-def _is_unknown(value: str, unknown: set[str]) -> bool:
-    value = value.strip()
-    if value == "" or value in unknown:
-        return True
-    try:  # "9999.0" written by a spreadsheet is still 9999
-        return any(float(value) == float(u) for u in unknown if u.strip())
-    except ValueError:
-        return False
-
-
-def _canonical_id(value: str) -> str:
-    """'14.0' -> '14' (colour ids come back as floats from pandas/spreadsheets); others unchanged."""
-    value = value.strip()
-    try:
-        number = float(value)
-    except ValueError:
-        return value
-    return str(int(number)) if number.is_integer() else value
-
-
 def read_manifest(
-    path: Path, columns: Mapping[str, str], source_map: Mapping[str, str], unknown_values: Sequence[str],
+    path: Path, columns: Mapping[str, str | None], source_map: Mapping[str, str], unknown_values: Sequence[str],
     allow_outside_root: bool = False,
 ) -> list[dict[str, Any]]:
-    """Rows as dicts with ``path`` (absolute), ``part``/``color`` (str or None), ``source``, ``subset``, ``group``."""
-    if not path.is_file():
-        raise DataError(f"manifest not found: {path}")
-    with open(path, newline="", encoding="utf-8-sig") as fh:
-        reader = csv.DictReader(fh)
-        header = reader.fieldnames or []
-        required = [k for k in ("path", "part", "color", "source") if columns.get(k)]
-        missing = [f"{columns[k]} (data.columns.{k})" for k in required if columns[k] not in header]
-        if missing:
-            raise DataError(f"{path}: missing column(s) {', '.join(missing)}; the header has {header}")
-        group_col = columns.get("group")
-        if group_col and group_col not in header:
-            raise DataError(f"{path}: missing group column '{group_col}' (data.columns.group; null = none)")
-        unknown = {str(u) for u in unknown_values}
-        rows = []
-        for line, raw in enumerate(reader, start=2):
-            rel = (raw.get(columns["path"]) or "").strip()
-            if not rel:
-                raise DataError(f"{path}, line {line}: empty '{columns['path']}'")
-            subset = (raw.get(columns["source"]) or "").strip()
-            source = source_map.get(subset, subset)
-            if source not in SOURCES:
-                raise DataError(
-                    f"{path}, line {line}: source '{subset}' is not one of {SOURCES}; map it with "
-                    f"data.source_map (e.g. data.source_map.{subset or '<value>'}=real)"
-                )
-            part = raw.get(columns["part"]) or ""
-            color = raw.get(columns["color"]) or ""
-            image = confined_path(path.parent, os.path.expanduser(rel), allow_outside_root, f"{path}, line {line}")
-            rows.append({
-                "path": image,
-                "name": rel,
-                "part": None if _is_unknown(part, unknown) else part.strip(),
-                "color": None if _is_unknown(color, unknown) else _canonical_id(color),
-                "source": source,
-                "subset": subset,
-                "group": (raw.get(group_col) or "").strip() if group_col else "",
-                "line": line,
-            })
+    """Rows as dicts with ``path`` (absolute), ``part``/``color`` (str or None), ``source``, ``subset``, ``group``.
+
+    Read by :func:`datamodules.manifests.read_table` (UTF-8 checked, every row as wide as the header). Ids
+    are normalised (``3001.0`` is part ``3001``: pandas writes float ids when a column has empty cells);
+    colour ids must be integers (Rebrickable ids), a bad one is an error naming its line.
+    """
+    table = read_table(path, "manifest")
+    required = {columns[k]: f"data.columns.{k}" for k in ("path", "part", "color", "source") if columns.get(k)}
+    table.require(required)
+    group_col = columns.get("group")
+    if group_col and group_col not in table.header:
+        raise DataError(f"{path}: missing group column '{group_col}' (data.columns.group; null = none)")
+    unknown = {normalize_id(u) for u in unknown_values}
+    rows = []
+    for i, raw in enumerate(table.rows):
+        where, line = table.where(i), table.lines[i]
+        rel = raw[columns["path"]]
+        if not rel:
+            raise DataError(f"{where}: empty '{columns['path']}'")
+        subset = raw[columns["source"]]
+        source = source_map.get(subset, subset)
+        if source not in SOURCES:
+            raise DataError(
+                f"{where}: source '{subset}' is not one of {SOURCES}; map it with "
+                f"data.source_map (e.g. data.source_map.{subset or '<value>'}=real)"
+            )
+        part = normalize_id(raw[columns["part"]])
+        color = normalize_id(raw[columns["color"]])
+        image = confined_path(path.parent, os.path.expanduser(rel), allow_outside_root, where)
+        rows.append({
+            "path": image,
+            "name": rel,
+            "part": None if part in unknown or not part else part,
+            "color": None if color in unknown or not color else integer_id(color, where, columns["color"]),
+            "source": source,
+            "subset": subset,
+            "group": normalize_id(raw[group_col]) if group_col else "",
+            "line": line,
+        })
     if not rows:
         raise DataError(f"{path}: the manifest has no rows")
     return rows
 
 
 def read_target_parts(path: Path) -> list[str]:
-    lines = [ln.split("#", 1)[0].strip() for ln in path.read_text(encoding="utf-8").splitlines()]
-    parts = [ln for ln in lines if ln]
-    if not parts:
-        raise DataError(f"{path}: no part ids (one per line)")
-    return list(dict.fromkeys(parts))
+    """The part ids of ``target_parts.txt``: one per line, normalised like the manifest's (``3001.0`` = ``3001``)."""
+    return read_id_list(path, "target parts list (data.target_parts)")
 
 
 def split_label(row: Mapping[str, Any]) -> str:
@@ -271,6 +252,7 @@ class LegoDataset(Dataset):
 
 class LegoDataModule(SuiteDataModule):
     task = "lego"
+    items_name = "images"
 
     def __init__(
         self,
@@ -300,9 +282,11 @@ class LegoDataModule(SuiteDataModule):
         eval_batch_size: int | None = None,
         num_workers: int = 0,
         pin_memory: bool = False,
+        allow_overlap: bool = False,
     ):
         super().__init__(root=root, synthetic_dir=synthetic_dir, dev_samples=dev_samples, seed=seed,
-                         batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory)
+                         batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory,
+                         allow_overlap=allow_overlap)
         self.manifest = manifest
         self.target_parts = target_parts
         self.target_parts_required = target_parts_required
@@ -336,6 +320,7 @@ class LegoDataModule(SuiteDataModule):
         self.color_names: list[str] = []
         self.subsets: list[str] = []
         self.train_sampler: SourceMixSampler | None = None
+        self.targets_missing: list[str] = []
 
     @property
     def image_size(self) -> int:
@@ -349,26 +334,62 @@ class LegoDataModule(SuiteDataModule):
         return path if path.is_absolute() else self.data_root() / path
 
     # -- reading -----------------------------------------------------------------------------
-    def _filter_targets(self, rows: list[dict[str, Any]]) -> tuple[list[dict[str, Any]], list[str] | None]:
+    def _target_list(self) -> list[str] | None:
+        """``data.target_parts``: the part ids to learn, or None (no list). A folder given there is an error;
+        a missing file is one only with ``data.target_parts_required=true``."""
         if not self.target_parts:
-            return rows, None
+            return None
         path = Path(os.path.expanduser(self.target_parts))
         path = path if path.is_absolute() else self.data_root() / path
+        if path.is_dir():
+            raise DataError(f"data.target_parts: {path} is a folder; give the file listing the part ids "
+                            "(one per line), or data.target_parts=null to keep every part")
         if not path.is_file():
             if self.target_parts_required:
                 raise DataError(f"data.target_parts: file not found: {path}")
-            return rows, None
+            return None
         targets = read_target_parts(path)
         self.sources.append((str(path), len(targets)))
+        return targets
+
+    def _filter_targets(self, rows: list[dict[str, Any]], targets: list[str]) -> list[dict[str, Any]]:
+        """Rows of the target parts (and rows of unknown part: they still teach the colour head). The rows
+        dropped are reported with counts; target parts without a row warn (they are recorded in
+        ``manifests_used.txt`` and ``label_map.json``): the list is often a catalogue wider than the data at
+        hand, and refusing would mean editing it for every subset. No row of any target part is an error."""
+        manifest = self.manifest_path()
         wanted = set(targets)
-        # Rows of other parts are dropped; rows whose part is unknown still teach the colour head.
-        return [r for r in rows if r["part"] is None or r["part"] in wanted], targets
+        kept = [r for r in rows if r["part"] is None or r["part"] in wanted]
+        dropped = Counter(r["part"] for r in rows if r["part"] is not None and r["part"] not in wanted)
+        present = {r["part"] for r in rows if r["part"] is not None}
+        if "part" in self.tasks and present and not present & wanted:
+            raise DataError(
+                f"{manifest}: no row has a part of the target list {self.target_parts} (its ids: "
+                f"{', '.join(targets[:5])}{' ...' if len(targets) > 5 else ''}; the manifest's: "
+                f"{', '.join(sorted(present)[:5])}{' ...' if len(present) > 5 else ''}); fix the list, or "
+                "data.target_parts=null to keep every part")
+        if dropped:
+            listed = ", ".join(f"{p} ({n})" for p, n in dropped.most_common(5))
+            message = (f"{sum(dropped.values())} row(s) of {len(dropped)} part(s) not in {self.target_parts} "
+                       f"dropped, e.g. {listed}")
+            warn_on_console(log, f"{manifest}: {message}")
+            self.sources.append((f"{message} (data.target_parts)", sum(dropped.values())))
+        self.targets_missing = [p for p in targets if p not in present]
+        if self.targets_missing and "part" in self.tasks:
+            message = (f"{len(self.targets_missing)} target part(s) of {self.target_parts} have no row in {manifest} "
+                       f"and cannot be learned: {', '.join(self.targets_missing[:10])}"
+                       f"{' ...' if len(self.targets_missing) > 10 else ''}")
+            warn_on_console(log, message)
+            self.sources.append((message, 0))
+        return kept
 
     def _read(self) -> list[dict[str, Any]]:
         manifest = self.manifest_path()
         rows = read_manifest(manifest, self.columns, self.source_map, self.unknown_values, self.allow_outside_root)
         self.sources = [(str(manifest), len(rows))]
-        rows, targets = self._filter_targets(rows)
+        targets = self._target_list()
+        if targets is not None:
+            rows = self._filter_targets(rows, targets)
         missing = [r for r in rows if not r["path"].is_file()]
         if missing:
             listed = ", ".join(f"{r['path']} (line {r['line']})" for r in missing[:3])
@@ -382,10 +403,12 @@ class LegoDataModule(SuiteDataModule):
         rows = [r for r in rows if r["part"] is not None or r["color"] is not None]
         if not rows:
             raise DataError(f"{manifest}: no row has a known label for data.tasks={self.tasks}")
+        # the same image twice (one path, or a copy under another name) is one row: dropped before the
+        # split, so that copies can never land on two sides of it
+        rows = self.drop_duplicates({str(manifest): rows})[str(manifest)]
         known_parts = {r["part"] for r in rows if r["part"] is not None}
         self.part_names = [p for p in targets if p in known_parts] if targets else sorted(known_parts)
-        colors = {r["color"] for r in rows if r["color"] is not None}
-        self.color_names = sorted(colors, key=lambda c: (not c.lstrip("-").isdigit(), int(c) if c.isdigit() else 0, c))
+        self.color_names = sorted({r["color"] for r in rows if r["color"] is not None}, key=int)
         part_idx = {p: i for i, p in enumerate(self.part_names)}
         color_idx = {c: i for i, c in enumerate(self.color_names)}
         for r in rows:
@@ -421,6 +444,13 @@ class LegoDataModule(SuiteDataModule):
     def group_id(self, item: dict[str, Any]) -> str | None:
         return item["group"] or None
 
+    def content_id(self, item: dict[str, Any]) -> str | None:
+        return file_digest(item["path"])
+
+    def item_labels(self, item: dict[str, Any]) -> dict[str, str | None]:
+        # unknown labels (None) are left out of the class counts; only the heads this run learns count
+        return {task: item[task] for task in ("part", "color") if task in self.tasks}
+
     def heads(self) -> tuple[Head, ...]:
         names = {"part": self.part_names, "color": self.color_names}
         # a head without a known label in the data cannot be trained: it is left out of the spec
@@ -432,7 +462,8 @@ class LegoDataModule(SuiteDataModule):
         return InputSpec("image", (3, self.image_size, self.image_size))
 
     def spec_extras(self) -> dict[str, Any]:
-        return {"unknown_label_index": UNKNOWN_INDEX, "sources": list(SOURCES), "subsets": list(self.subsets),
+        return {"unknown_label_index": UNKNOWN_INDEX, "sources": list(SOURCES),
+                "target_parts_without_rows": list(self.targets_missing), "subsets": list(self.subsets),
                 "image_size": self.image_size, "value_range": [0, 255],
                 "normalization": "inside the network (ImageNet mean/std)"}
 

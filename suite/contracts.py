@@ -16,7 +16,7 @@ A task plugs in through three types and nothing else (``docs/adding_a_task.md``)
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -219,15 +219,39 @@ def check_callback_needs(
                                                   "~callbacks.<name>) or use a task that gives those outputs.")
 
 
-def check_split_disjoint(split_ids: Mapping[str, Sequence[str]], what: str = "items") -> None:
-    """Train, val and test must not share an id: selection and reporting would be optimistic."""
-    names = list(split_ids)
+def split_overlaps(
+    split_keys: Mapping[str, Mapping[str, str] | Sequence[str]], what: str,
+    skip: Collection[frozenset[str]] = (), renamed_only: bool = False,
+) -> list[str]:
+    """One line per pair of splits sharing a key: ``the train and test splits share 3 <what> (e.g. ...)``.
+
+    ``split_keys`` gives each split's keys (ids, content hashes, groups), as a sequence or as a mapping
+    key -> the name shown (an item id for a content hash). ``skip``: pairs of splits allowed to share.
+    ``renamed_only``: count only keys shown under different names on the two sides (the same name is
+    reported as a shared id already).
+    """
+    keyed = {name: keys if isinstance(keys, Mapping) else {k: k for k in keys} for name, keys in split_keys.items()}
+    names = list(keyed)
+    lines = []
     for i, first in enumerate(names):
         for second in names[i + 1:]:
-            shared = set(split_ids[first]) & set(split_ids[second])
-            if shared:
-                examples = ", ".join(sorted(shared)[:5])
-                raise DataError(
-                    f"the {first} and {second} splits share {len(shared)} {what} (e.g. {examples}): "
-                    "fix the split files or manifests so that each item is on one side only"
-                )
+            if frozenset((first, second)) in skip:
+                continue
+            shown = []
+            for key in keyed[first].keys() & keyed[second].keys():
+                a, b = keyed[first][key], keyed[second][key]
+                if a != b:
+                    shown.append(f"{a} = {b}")
+                elif not renamed_only:
+                    shown.append(a)
+            if shown:
+                examples = ", ".join(sorted(shown)[:5]) + (" ..." if len(shown) > 5 else "")
+                lines.append(f"the {first} and {second} splits share {len(shown)} {what} (e.g. {examples})")
+    return lines
+
+
+def check_split_disjoint(split_ids: Mapping[str, Sequence[str]], what: str = "items") -> None:
+    """Train, val and test must not share an id: selection and reporting would be optimistic."""
+    lines = split_overlaps(split_ids, what)
+    if lines:
+        raise DataError(f"{'; '.join(lines)}: fix the split files or manifests so that each item is on one side only")

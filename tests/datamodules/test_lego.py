@@ -147,8 +147,11 @@ def test_spec_heads_input_and_extras(synthetic_root: Path) -> None:
     assert spec.split_sizes == {name: len(items) for name, items in dm.splits.items()}
     label_map = spec.label_map()
     assert label_map["color"]["14"] == 4 and label_map["unknown_label_index"] == -1
-    assert [path for path, _ in spec.sources] == [str(synthetic_root / "manifest.csv"),
-                                                  str(synthetic_root / "target_parts.txt")]
+    assert [path for path, _ in spec.sources][:2] == [str(synthetic_root / "manifest.csv"),
+                                                      str(synthetic_root / "target_parts.txt")]
+    # the synthetic set's rows of a part outside the list are dropped, and said so with their count
+    assert any(path.startswith("39 row(s) of 1 part(s) not in target_parts.txt dropped") and rows == 39
+               for path, rows in spec.sources)
     # option B: the spec has only the head the data trains, so the module builds only that one
     assert [h.name for h in LegoDataModule(root=str(synthetic_root), tasks=["color"]).spec().heads] == ["color"]
     assert [h.name for h in LegoDataModule(root=str(synthetic_root), tasks=["part"]).spec().heads] == ["part"]
