@@ -9,6 +9,8 @@ the same layout is generated under ``synthetic_dir``.
 
 from __future__ import annotations
 
+import logging
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
@@ -17,51 +19,77 @@ import numpy as np
 from albumentations.pytorch import ToTensorV2
 from torch.utils.data import Dataset
 
-from datamodules.augment import seeded_call
+from datamodules.augment import flips_and_turns, seeded_call
 from datamodules.base import SuiteDataModule
 from datamodules.grouped_split import grouped_split
-from datamodules.images import image_size, list_images, read_image, read_mask
+from datamodules.images import list_images, pair_layout, read_pair
+from datamodules.masks import check_masks, mask_values
 from datamodules.synthetic.common import SyntheticDataset
 from datamodules.synthetic.segmentation import GENERATOR
 from suite.backbones import IMAGENET_MEAN, IMAGENET_STD
 from suite.contracts import Head, InputSpec
 from suite.errors import DataError
 
+log = logging.getLogger(__name__)
 
-def pair_images_and_masks(root: str | Path) -> list[tuple[Path, Path]]:
-    """Pairs of (image, mask) matched by stem; unpaired files or size mismatches are errors."""
+Size = tuple[int, int]  # (height, width) as read, EXIF orientation applied
+
+
+def _examples(paths: list[Path], limit: int = 5) -> str:
+    return ", ".join(str(p) for p in paths[:limit]) + (f" ... ({len(paths) - limit} more)" if len(paths) > limit
+                                                        else "")
+
+
+def read_pairs(root: str | Path) -> tuple[list[tuple[Path, Path]], dict[Path, Size]]:
+    """Pairs of (image, mask) matched by stem, and the size of each image as read.
+
+    Every header is read here, so unpaired files, empty, truncated or non-image files, sizes that
+    differ and ambiguous EXIF orientations fail before training, all of them in one message.
+    """
     root = Path(root)
     images = list_images(root / "images")
     masks = list_images(root / "masks")
     if not images:
         raise DataError(f"no images (png/jpg/tif/bmp) in {root / 'images'}")
-    by_stem = {}
-    for mask in masks:
-        if mask.stem in by_stem:
-            raise DataError(f"two masks for stem '{mask.stem}': {by_stem[mask.stem]} and {mask}")
-        by_stem[mask.stem] = mask
-    pairs, missing = [], []
-    for img in images:
-        mask = by_stem.pop(img.stem, None)
-        if mask is None:
-            missing.append(img)
-        else:
-            pairs.append((img, mask))
-    if missing:
-        listed = ", ".join(str(p) for p in missing[:5]) + (" ..." if len(missing) > 5 else "")
-        raise DataError(f"{len(missing)} image(s) without a mask in {root / 'masks'}: {listed}")
-    if by_stem:
-        listed = ", ".join(str(p) for p in list(by_stem.values())[:5])
-        raise DataError(f"{len(by_stem)} mask(s) without an image in {root / 'images'}: {listed}")
+    for folder, files, what in ((root / "images", images, "images"), (root / "masks", masks, "masks")):
+        stems = Counter(p.stem for p in files)
+        twice = sorted(p for p in files if stems[p.stem] > 1)
+        if twice:
+            raise DataError(f"two {what} for one stem in {folder}: {_examples(twice)}; images and masks are paired "
+                            "by file stem, so each stem must be there once")
+    by_stem = {mask.stem: mask for mask in masks}
+    pairs = [(img, by_stem.pop(img.stem)) for img in images if img.stem in by_stem]
+    paired = {img.stem for img, _ in pairs}
+    lonely = [img for img in images if img.stem not in paired]
+    orphans = sorted(by_stem.values())
+    if lonely or orphans:
+        parts = []
+        if lonely:
+            parts.append(f"{len(lonely)} image(s) without a mask in {root / 'masks'}: {_examples(lonely)}")
+        if orphans:
+            parts.append(f"{len(orphans)} mask(s) without an image in {root / 'images'}: {_examples(orphans)}")
+        raise DataError(" and ".join(parts) + f" ({len(pairs)} paired); an image images/<name>.<ext> is paired "
+                        "with masks/<name>.<ext> (same name, any of png/jpg/tif/bmp)")
+    sizes: dict[Path, Size] = {}
+    problems: list[str] = []
     for img, mask in pairs:
-        if image_size(img) != image_size(mask):
-            raise DataError(
-                f"mask size {image_size(mask)} differs from image size {image_size(img)}: {mask} vs {img}"
-            )
-    return pairs
+        try:
+            header = pair_layout(img, mask)[0]
+            sizes[img] = header.size[::-1]
+        except DataError as err:
+            problems.append(str(err))
+    if problems:
+        raise DataError(f"{len(problems)} of {len(pairs)} image/mask pairs in {root} cannot be read: "
+                        + "; ".join(problems[:5]) + (f" ... ({len(problems) - 5} more)" if len(problems) > 5 else ""))
+    return pairs, sizes
 
 
-def binarize(mask: np.ndarray, foreground_value: int | None) -> np.ndarray:
+def pair_images_and_masks(root: str | Path) -> list[tuple[Path, Path]]:
+    """Pairs of (image, mask) matched by stem; unpaired, unreadable or mismatched files are errors."""
+    return read_pairs(root)[0]
+
+
+def binarize(mask: np.ndarray, foreground_value: float | None) -> np.ndarray:
     """{0,1} float mask: ``mask == foreground_value``, or any non-zero value when it is None."""
     fg = mask != 0 if foreground_value is None else mask == foreground_value
     return fg.astype(np.float32)
@@ -70,7 +98,7 @@ def binarize(mask: np.ndarray, foreground_value: int | None) -> np.ndarray:
 class SegmentationDataset(Dataset):
     """Image/mask pairs; ``ids`` name the items in predictions (default: the image file name)."""
 
-    def __init__(self, pairs: list[tuple[Path, Path]], transform: A.Compose, foreground_value: int | None,
+    def __init__(self, pairs: list[tuple[Path, Path]], transform: A.Compose, foreground_value: float | None,
                  ids: list[str] | None = None):
         self.pairs = pairs
         self.transform = transform
@@ -82,11 +110,14 @@ class SegmentationDataset(Dataset):
 
     def __getitem__(self, index: int) -> dict[str, Any]:
         image_path, mask_path = self.pairs[index]
-        image = read_image(image_path)
-        mask = binarize(read_mask(mask_path), self.foreground_value)
-        if mask.shape != image.shape[:2]:
-            raise DataError(f"mask size {mask.shape[::-1]} differs from image size "
-                            f"{image.shape[1::-1]}: {mask_path} vs {image_path}")
+        image, values = read_pair(image_path, mask_path)
+        if mask_path.suffix.lower() in (".jpg", ".jpeg"):  # setup checks a sample; every JPEG mask is checked here
+            found = mask_values(values, mask_path)
+            if found.distinct > 2:
+                raise DataError(f"JPEG mask {mask_path} holds {found.distinct} values ({found.off_binary()} pixels "
+                                "are neither of its two main values): JPEG compression changes mask values at "
+                                "every edge; save the masks as PNG")
+        mask = binarize(values, self.foreground_value)
         out = seeded_call(self.transform, image=image, mask=mask)
         return {"image": out["image"], "mask": out["mask"][None].float(), "name": self.ids[index]}
 
@@ -122,15 +153,30 @@ class SegmentationDataModule(SuiteDataModule):
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
         self.image_size, self.crop_size = image_size, crop_size
         self.augment = augment
+        self.sizes: dict[Path, Size] = {}
 
     # -- contract hooks ------------------------------------------------------------------------
     def synthetic(self) -> tuple[SyntheticDataset, dict[str, Any]]:
         return GENERATOR, {"n_images": self.synthetic_images, "size": self.synthetic_size}
 
     def build_splits(self, root: Path) -> dict[str, list[tuple[Path, Path]]]:
+        splits = self._split_pairs(root)
+        # the masks of the whole dataset, before any dev subset: a wrong reading fails here, not as F1 0
+        check = check_masks(sorted(mask for items in splits.values() for _, mask in items), str(root))
+        check.raise_errors(self.foreground_value)
+        for warning in check.warnings(self.foreground_value):
+            log.warning(warning)
+        return splits
+
+    def _read_pairs(self, root: Path) -> list[tuple[Path, Path]]:
+        pairs, sizes = read_pairs(root)
+        self.sizes.update(sizes)
+        return pairs
+
+    def _split_pairs(self, root: Path) -> dict[str, list[tuple[Path, Path]]]:
         given = [name for name in ("train", "val", "test") if (root / name).is_dir()]
         if {"train", "val"} <= set(given):
-            splits = {name: pair_images_and_masks(root / name) for name in given}
+            splits = {name: self._read_pairs(root / name) for name in given}
             self.sources = [(str(root / name), len(splits[name])) for name in given]
             if "test" not in splits:
                 train = splits["train"]
@@ -140,7 +186,7 @@ class SegmentationDataModule(SuiteDataModule):
                 self.sources.append((f"{root / 'train'} (seeded test_fraction={self.test_fraction} held out as "
                                      "the test split)", len(splits["test"])))
             return splits
-        pairs = pair_images_and_masks(root)
+        pairs = self._read_pairs(root)
         self.sources = [(str(root), len(pairs))]
         if len(pairs) < 3:
             raise DataError(f"need at least 3 image/mask pairs to split train/val/test, found {len(pairs)} in {root}")
@@ -164,17 +210,44 @@ class SegmentationDataModule(SuiteDataModule):
         return {"foreground_value": self.foreground_value}
 
     # -- transforms ----------------------------------------------------------------------
+    # Samples of one batch must share a size. data.image_size resizes every image to a square;
+    # data.crop_size trains on random square crops. With neither, images of one size keep it (a
+    # quarter turn only when square, as it would change a non-square shape), and images of several
+    # sizes train on random square crops of the smallest side, at their own scale, as evaluation
+    # sees them. Evaluation reads whole images: in batches when the split has one size (or
+    # data.image_size is set), one at a time otherwise, so no pixel is resized or padded away.
+    def split_sizes(self, split: str) -> set[Size]:
+        """The (height, width) sizes of the split's images as read (from the headers read at setup)."""
+        for image, mask in self.split(split):
+            if image not in self.sizes:
+                self.sizes[image] = pair_layout(image, mask)[0].size[::-1]
+        return {self.sizes[image] for image, _ in self.split(split)}
+
+    def train_crop(self) -> int | None:
+        """The side of the random training crops: ``data.crop_size``, or the smallest side when the
+        training images differ in size and ``data.image_size`` is unset."""
+        if self.crop_size or self.image_size:
+            return self.crop_size
+        sizes = self.split_sizes("train")
+        if len(sizes) < 2:
+            return None
+        side = min(min(size) for size in sizes)
+        log.info("segmentation: the training images have %d sizes (e.g. %s); training on random %dx%d crops and "
+                 "evaluating whole images one at a time (set data.image_size or data.crop_size to choose)",
+                 len(sizes), ", ".join(f"{w}x{h}" for h, w in sorted(sizes)[:3]), side, side)
+        return side
+
     def _transform(self, train: bool) -> A.Compose:
         ops: list[Any] = []
         if self.image_size:
             ops.append(A.Resize(height=self.image_size, width=self.image_size))
-        if train and self.crop_size:
-            ops.append(A.RandomCrop(height=self.crop_size, width=self.crop_size, pad_if_needed=True))
+        crop = self.train_crop() if train else None
+        if crop:
+            ops.append(A.RandomCrop(height=crop, width=crop, pad_if_needed=True))
         if train and self.augment:
+            square = bool(self.image_size or crop) or all(h == w for h, w in self.split_sizes("train"))
             ops += [
-                A.HorizontalFlip(p=0.5),
-                A.VerticalFlip(p=0.5),
-                A.RandomRotate90(p=0.5),
+                *flips_and_turns(square),
                 A.RandomBrightnessContrast(brightness_limit=0.15, contrast_limit=0.15, p=0.5),
                 A.GaussNoise(std_range=(0.01, 0.04), p=0.3),
             ]
@@ -186,12 +259,12 @@ class SegmentationDataModule(SuiteDataModule):
         return SegmentationDataset(items, self._transform(train=split == "train"), self.foreground_value,
                                    ids=[self.item_id(item) for item in items])
 
-    def _eval_batch_size(self) -> int | None:
-        # Whole images of different sizes cannot be stacked when training used crops.
-        return 1 if self.crop_size and not self.image_size else None
+    def eval_batch_size(self, split: str) -> int | None:
+        """1 when the split's whole images differ in size (they cannot be stacked), else data.batch_size."""
+        return 1 if not self.image_size and len(self.split_sizes(split)) > 1 else None
 
     def val_dataloader(self):
-        return self.make_loader(self.dataset("val"), batch_size=self._eval_batch_size())
+        return self.make_loader(self.dataset("val"), batch_size=self.eval_batch_size("val"))
 
     def test_dataloader(self):
-        return self.make_loader(self.dataset("test"), batch_size=self._eval_batch_size())
+        return self.make_loader(self.dataset("test"), batch_size=self.eval_batch_size("test"))

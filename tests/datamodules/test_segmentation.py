@@ -19,7 +19,9 @@ from tools.check_masks import main as check_masks_main
 def write_pair(root: Path, stem: str, size=(32, 32), mask_size=None, ext=".png", mask_value=255) -> None:
     (root / "images").mkdir(parents=True, exist_ok=True)
     (root / "masks").mkdir(parents=True, exist_ok=True)
-    cv2.imwrite(str(root / "images" / f"{stem}{ext}"), np.full((*size, 3), 100, np.uint8))
+    # distinct content per stem: identical images would count as duplicates of one item
+    rng = np.random.default_rng(list(f"{root}/{stem}".encode()))
+    cv2.imwrite(str(root / "images" / f"{stem}{ext}"), rng.integers(0, 256, (*size, 3), dtype=np.uint8))
     mask = np.zeros(mask_size or size, np.uint8)
     mask[:4, :4] = mask_value
     cv2.imwrite(str(root / "masks" / f"{stem}.png"), mask)
@@ -143,7 +145,7 @@ def test_same_image_in_two_splits_is_refused(tmp_path: Path) -> None:
         write_pair(tmp_path / split, "x")
     dm = SegmentationDataModule(root=str(tmp_path))
     dm.item_id = lambda item: item[0].name  # an id without the split folder: the same file name
-    with pytest.raises(DataError, match=r"share 1 items .*x\.png"):
+    with pytest.raises(DataError, match=r"share 1 item.*x\.png"):
         dm.setup()
 
 
