@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import copy
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import torch
@@ -19,7 +20,8 @@ from torchmetrics.functional.classification import binary_f1_score, binary_jacca
 
 from lightning_modules.base import SuiteModule
 from suite.backbones import IMAGENET_MEAN, IMAGENET_STD
-from suite.contracts import PredictionRow, StepOutput
+from suite.contracts import ContractError, PredictionRow, StepOutput
+from suite.inference import ExportGraph
 
 MEAN = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
 STD = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
@@ -36,6 +38,24 @@ def segmentation_metrics(prefix: str, threshold: float) -> MetricCollection:
         },
         prefix=prefix,
     )
+
+
+class MaskScores(nn.Module):
+    """The exported graph: raw RGB 0-255 ``[N, 3, H, W]`` -> foreground probability ``[N, 1, H, W]``.
+
+    The data's normalisation is inside, so a deployment only decodes and (maybe) resizes or tiles.
+    """
+
+    def __init__(self, net: nn.Module, mean: Sequence[float], std: Sequence[float]):
+        super().__init__()
+        self.net = net
+        # mean/std folded into one scale and shift: x/255 normalised = x * scale + shift
+        std_t = torch.tensor(std, dtype=torch.float32).view(1, 3, 1, 1)
+        self.register_buffer("scale", 1.0 / (255.0 * std_t))
+        self.register_buffer("shift", -torch.tensor(mean, dtype=torch.float32).view(1, 3, 1, 1) / std_t)
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return torch.sigmoid(self.net(images * self.scale + self.shift))
 
 
 class SegmentationModule(SuiteModule):
@@ -103,6 +123,41 @@ class SegmentationModule(SuiteModule):
                 "iou": float(binary_jaccard_index(p.flatten(), t_flat, threshold=self.threshold)),
             }))
         return StepOutput(loss=loss, prob=prob, preds=(prob > self.threshold).long(), target=target.long(), rows=rows)
+
+    # -- inference (suite/inference.py) ---------------------------------------------------------
+    def _mean_std(self) -> tuple[Sequence[float], Sequence[float]]:
+        if self.spec is None:
+            raise ContractError("SegmentationModule has no data spec: configure it (or load a checkpoint) first")
+        inp = self.spec.input
+        return tuple(inp.mean or IMAGENET_MEAN), tuple(inp.std or IMAGENET_STD)
+
+    def export_graphs(self) -> list[ExportGraph]:
+        """One graph, ``model``: raw RGB images in, foreground probability maps out, at any height and width
+        (the net is fully convolutional: batch, height and width are dynamic axes). A copy of the network
+        in eval mode, so exporting during training leaves the module as it was."""
+        mean, std = self._mean_std()
+        network = MaskScores(copy.deepcopy(self.net).cpu(), mean, std).eval()
+        _, height, width = self.spec.input.shape
+        height, width = height or 64, width or 64
+        example = torch.randint(0, 256, (2, 3, height, width)).float()
+        return [ExportGraph("model", network, example, input_name="image", output_names=("foreground",),
+                            dynamic_axes=(0, 2, 3),
+                            description="RGB images 0-255 [N, 3, H, W] -> foreground probability [N, 1, H, W]")]
+
+    def export_inputs(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        """A test batch (normalised by the data) back to raw RGB 0-255."""
+        mean, std = self._mean_std()
+        images = batch["image"].detach().float()
+        mean_t = torch.tensor(mean, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+        std_t = torch.tensor(std, dtype=images.dtype, device=images.device).view(1, 3, 1, 1)
+        return {"model": ((images * std_t + mean_t) * 255.0).clamp(0, 255).cpu()}
+
+    def inference_options(self) -> dict[str, Any]:
+        """The mask threshold and the training size (``train_size`` [H, W], null when the run trained on
+        whole images of any size): a predictor tiles or resizes images larger than it."""
+        _, height, width = self.spec.input.shape if self.spec is not None else (3, None, None)
+        return {"threshold": float(self.threshold),
+                "train_size": [int(height), int(width)] if height and width else None}
 
     def visualize(self, batch: dict[str, Any], output: StepOutput) -> dict[str, torch.Tensor]:
         """Image | ground truth | prediction | overlay (prediction in red), a few samples as one grid."""
