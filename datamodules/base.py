@@ -189,8 +189,10 @@ class SuiteDataModule(L.LightningDataModule):
 
     def content_id(self, item: Any) -> str | None:
         """What an item holds (:func:`file_digest` of its file, plus the frames for an event cut from a video):
-        two items with one content id are one item. ``None``: not compared (an oversampled copy the task made)."""
-        return None
+        two items with one content id are one item. ``None``: not compared (an oversampled copy the task made).
+        By default an item that is a file, or a tuple starting with one (an image and its mask), is its bytes."""
+        first = item[0] if isinstance(item, tuple) and item else item
+        return file_digest(first) if isinstance(first, Path) else None
 
     def item_labels(self, item: Any) -> Mapping[str, str | None]:
         """The class name of an item per head (``None``: unknown), for the class check of the train split and
@@ -259,7 +261,8 @@ class SuiteDataModule(L.LightningDataModule):
         self.check_overlap(splits)
         if self.dev_samples:
             full = {name: len(items) for name, items in splits.items()}
-            splits = dev_subset(splits, self.dev_samples)
+            splits = dev_subset({name: self.classes_first(items) for name, items in splits.items()},
+                                self.dev_samples)
             kept = ", ".join(f"{name} {len(items)}/{full[name]}" for name, items in splits.items())
             self.sources.append((f"data.dev_samples={self.dev_samples}: {kept}", sum(map(len, splits.values()))))
         if "train" in splits:
@@ -267,6 +270,16 @@ class SuiteDataModule(L.LightningDataModule):
             if counts is not None:
                 check_class_counts(counts, self.heads(), f"the train split of {root}", self.items_name)
         self.splits = splits
+
+    def classes_first(self, items: list[Any]) -> list[Any]:
+        """``items`` with the first item of each label (per :meth:`item_labels`) moved to the front, the rest
+        in their order: a ``data.dev_samples`` subset, the first items, then holds every class it can."""
+        firsts: dict[tuple, int] = {}
+        for i, item in enumerate(items):
+            firsts.setdefault(tuple(sorted(self.item_labels(item).items(), key=str)), i)
+        front = sorted(firsts.values())
+        chosen = set(front)
+        return [items[i] for i in front] + [it for i, it in enumerate(items) if i not in chosen]
 
     # -- the split checks every task gets ------------------------------------------------------
     def drop_duplicates(self, splits: dict[str, list[Any]]) -> dict[str, list[Any]]:
@@ -283,6 +296,9 @@ class SuiteDataModule(L.LightningDataModule):
                 if content is not None:
                     keys.append(f"content:{content}")
                 first = next((seen[k] for k in keys if k in seen), None)
+                if first is not None and content is not None and self.content_id(first) != content:
+                    raise DataError(f"the {name} split has two different {self.items_name} with the id "
+                                    f"{self.item_id(item)}: give each row its own id")
                 if first is None:
                     seen.update(dict.fromkeys(keys, item))
                     kept.append(item)

@@ -37,7 +37,8 @@ import pandas as pd
 import torch
 from torch.utils.data import Dataset, WeightedRandomSampler
 
-from datamodules.base import SPLITS, SuiteDataModule
+from datamodules.base import SPLITS, SuiteDataModule, file_digest
+from datamodules.manifests import normalize_id, read_table
 from datamodules.splits import REQUIRED_COLUMNS, STRATEGIES, add_event_ids, build_split, hold_out_videos
 from datamodules.synthetic.behavior import GENERATOR
 from datamodules.synthetic.common import SyntheticDataset
@@ -94,40 +95,41 @@ def read_manifest(path: str | Path, class_names: list[str]) -> pd.DataFrame:
     """A manifest with its columns, labels and times checked; labels become class indices in ``label_idx``
     and ``manifest_file``/``manifest_row`` say where each row came from (for error messages)."""
     path = Path(path)
-    if not path.is_file():
-        raise DataError(f"manifest not found: {path}")
-    try:
-        df = pd.read_csv(path, dtype={"video_id": str, "label": str, "video_path": str})
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as err:
-        raise DataError(f"cannot read manifest {path}: {err}") from None
-    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    table = read_table(path, "manifest")
+    missing = [c for c in REQUIRED_COLUMNS if c not in table.header]
     if missing:
-        raise DataError(f"manifest {path} lacks column(s) {missing}; it has {list(df.columns)} "
+        raise DataError(f"manifest {path} lacks column(s) {missing}; it has {table.header} "
                         f"(required: {list(REQUIRED_COLUMNS)})")
+    # every cell as the text written (ids stay ids: '007' is not 7), ids that pandas wrote as floats normalised
+    df = pd.DataFrame(table.rows, columns=table.header)
+    for column in ("video_id", "label"):
+        df[column] = [normalize_id(v) for v in df[column]]
+    for column in ("video_path", "video_id", "event_id"):
+        if column in df.columns:
+            empty = np.flatnonzero((df[column] == "").to_numpy())
+            if len(empty):
+                raise DataError(f"{table.where(int(empty[0]))}: empty {column}")
     lookup = {name: i for i, name in enumerate(class_names)}
     lookup.update({str(i): i for i in range(len(class_names))})
     labels = []
     for i, value in enumerate(df["label"].astype(str).str.strip()):
         if value not in lookup:
-            raise DataError(f"{_row_ref(str(path), i)}: unknown label '{value}' (known: {class_names} or 0..."
+            raise DataError(f"{table.where(i)}: unknown label '{value}' (known: {class_names} or 0..."
                             f"{len(class_names) - 1}; set data.class_names to your labels)")
         labels.append(lookup[value])
     df["label_idx"] = labels
     for column in ("start_s", "end_s"):
         values = pd.to_numeric(df[column], errors="coerce")
-        bad = np.flatnonzero(values.isna().to_numpy())
+        bad = np.flatnonzero(~np.isfinite(values.to_numpy(dtype=float)))  # empty, text, inf
         if len(bad):
             value = df[column].iloc[bad[0]]
-            raise DataError(f"{_row_ref(str(path), int(bad[0]))}: {column} is not a number ('{value}')")
+            raise DataError(f"{table.where(int(bad[0]))}: {column} is not a finite number ('{value}')")
         df[column] = values.astype(float)
     for i, (s, e) in enumerate(zip(df["start_s"], df["end_s"], strict=True)):
         if s < 0 or e <= s:
-            raise DataError(f"{_row_ref(str(path), i)}: end_s ({e}) must be after start_s ({s}) and start_s >= 0")
-    for column in ("video_path", "video_id"):
-        empty = np.flatnonzero(df[column].isna().to_numpy())
-        if len(empty):
-            raise DataError(f"{_row_ref(str(path), int(empty[0]))}: empty {column}")
-    return add_event_ids(df).assign(manifest_file=str(path), manifest_row=np.arange(len(df)))
+            raise DataError(f"{table.where(i)}: end_s ({e}) must be after start_s ({s}) and start_s >= 0")
+    # manifest_row: the row's index, which _row_ref turns into its line (blank lines are not rows)
+    return add_event_ids(df).assign(manifest_file=str(path), manifest_row=[line - 2 for line in table.lines])
 
 
 def newest_csv(root: Path, stem: str) -> Path | None:
@@ -190,6 +192,7 @@ class BehaviorDataModule(SuiteDataModule):
     """Events of long videos as TTA clips; the tail class is index 1 (the positive class of every metric)."""
 
     task = "behavior"
+    items_name = "events"
 
     def __init__(
         self,
@@ -223,13 +226,15 @@ class BehaviorDataModule(SuiteDataModule):
         batch_size: int = 4,
         num_workers: int = 0,
         pin_memory: bool = False,
+        allow_overlap: bool = False,
     ):
         synthetic_params = dict(synthetic or {})
         val_fraction, boost_share = self._moved_synthetic_keys(synthetic_params, val_fraction, boost_share)
         root = self._root_from(root, manifest_dir, {"train_manifest": train_manifest, "val_manifest": val_manifest,
                                                     "test_manifest": test_manifest, "manifest": manifest})
         super().__init__(root=root, synthetic_dir=synthetic_dir, dev_samples=dev_samples, seed=seed,
-                         batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory)
+                         batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory,
+                         allow_overlap=allow_overlap)
         self.class_names = [str(c) for c in (class_names or ["normal", "tail"])]
         if len(self.class_names) != 2 or tail_class not in self.class_names:
             raise ConfigError(f"data.class_names must be two names including data.tail_class='{tail_class}' "
@@ -358,9 +363,7 @@ class BehaviorDataModule(SuiteDataModule):
                        f"(data.skip_bad_videos=true):\n  {listing}")
             warnings.warn(message, stacklevel=1)
             log.warning(message)
-        if "train" in splits and not any(e.label == 1 for e in splits["train"]):
-            raise DataError(f"the train split has no '{self.tail_class}' events: "
-                            "the classifier cannot learn the tail class")
+        # a train split without the tail class is refused by the base's class check (item_labels)
         return splits
 
     def item_id(self, item: Event) -> str:
@@ -368,6 +371,19 @@ class BehaviorDataModule(SuiteDataModule):
 
     def group_id(self, item: Event) -> str:
         return item.video_id
+
+    def content_id(self, item: Event) -> str | None:
+        # an event is its video's bytes and its frames; the boosted split's oversampled copies (#dupN) are
+        # duplicates on purpose
+        return None if "#dup" in item.event_id else f"{file_digest(item.path)}@{item.start}-{item.end}"
+
+    def item_labels(self, item: Event) -> dict[str, str | None]:
+        return {"label": self.class_names[item.label]}
+
+    def groups_shared_by_design(self) -> tuple[tuple[str, str], ...]:
+        # seed 003's intra-video (and boosted) split puts events of one video in train and val on purpose;
+        # the test split never shares a video
+        return (("train", "val"),) if self.strategy in ("intravideo", "boosted") else ()
 
     def heads(self) -> tuple[Head, ...]:
         return (Head("label", tuple(self.class_names), positive=1),)
