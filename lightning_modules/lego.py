@@ -25,8 +25,9 @@ from torchmetrics.classification import MulticlassAccuracy, MulticlassConfusionM
 
 from lightning_modules.base import SPEC_KEY, SuiteModule
 from lightning_modules.multitask_loss import MultiTaskLoss
-from suite.contracts import DataSpec, Head, InputSpec, PredictionRow, StepOutput
+from suite.contracts import ContractError, DataSpec, Head, InputSpec, PredictionRow, StepOutput
 from suite.errors import ConfigError
+from suite.inference import ExportGraph
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +68,18 @@ def checkpoint_spec(checkpoint: Mapping[str, Any]) -> DataSpec | None:
 
 def _key(name: str) -> str:
     return re.sub(r"[^0-9A-Za-z_]+", "_", name)
+
+
+class LegoProbabilities(nn.Module):
+    """The exported graph: raw RGB images (float 0-255, ``[N, 3, S, S]``) -> one probability tensor per
+    head (``part_prob``, ``color_prob``). The classifier normalises its input itself; softmax is added."""
+
+    def __init__(self, net: nn.Module):
+        super().__init__()
+        self.net = net
+
+    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        return tuple(logits.softmax(dim=1) for logits in self.net(image))
 
 
 class LegoModule(SuiteModule):
@@ -191,6 +204,34 @@ class LegoModule(SuiteModule):
         if stage == "test" and self.confused:  # a table without rows would lose its header: no file
             return {"confused_parts.csv": self.confused}
         return {}
+
+    # -- inference (suite/inference.py) -------------------------------------------------------
+    def _image_size(self) -> int:
+        size = self.spec.input.shape[-1] if self.spec is not None else None
+        size = size or (self.spec.extras.get("image_size") if self.spec is not None else None)
+        if not size:
+            raise ContractError("the lego checkpoint does not record its image size (a run made before the "
+                                "data spec was stored): retrain, or export it with export.py")
+        return int(size)
+
+    def export_graphs(self) -> list[ExportGraph]:
+        if self.net is None:
+            raise ContractError("LegoModule has no network yet: configure(spec) builds it from the data's heads")
+        size = self._image_size()
+        outputs = tuple(f"{head}_prob" for head in self.net.heads)
+        return [ExportGraph(name="model", network=LegoProbabilities(self.net).eval(),
+                            example=torch.rand(2, 3, size, size) * 255, input_name="image", output_names=outputs,
+                            dynamic_axes=(0,),
+                            description=f"raw RGB images 0-255 [N, 3, {size}, {size}] (a square resize) -> "
+                                        f"softmax per head: {', '.join(outputs)}")]
+
+    def export_inputs(self, batch: dict[str, Any]) -> dict[str, torch.Tensor]:
+        # the lego transform already gives float RGB 0-255 (normalisation is inside the network)
+        return {"model": batch["image"].detach().float().cpu()}
+
+    def inference_options(self) -> dict[str, Any]:
+        return {"image_size": self._image_size(), "resize": "stretch to a square", "interpolation": "linear",
+                "top_k": int(self.top_k), "heads": list(self.heads)}
 
     # -- steps -------------------------------------------------------------------------------
     def forward(self, images: torch.Tensor) -> dict[str, torch.Tensor | None]:

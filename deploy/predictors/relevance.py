@@ -166,13 +166,21 @@ def frames_from_video(data: bytes | Path, source: str, max_frames: int) -> np.nd
         with av.open(io.BytesIO(data) if isinstance(data, bytes) else str(data)) as container:
             if not container.streams.video:
                 raise DataError(f"{source}: no video stream")
-            frames = [f.to_ndarray(format="rgb24") for f in container.decode(video=0)]
+            stream = container.streams.video[0]
+            # with a frame count in the header only the kept frames are converted and held
+            count = int(stream.frames or 0)
+            keep = set(_spread(count, max_frames).tolist()) if count else None
+            frames = [f.to_ndarray(format="rgb24") for i, f in enumerate(container.decode(stream))
+                      if keep is None or i in keep]
     except (av.error.FFmpegError, OSError, ValueError) as err:
         raise DataError(f"{source}: cannot decode the video ({err})") from None
     if len(frames) < 2:
         raise DataError(f"{source}: {len(frames)} frame(s); an event needs at least 2")
-    keep = np.unique(np.linspace(0, len(frames) - 1, min(len(frames), max_frames)).round().astype(int))
-    return np.stack([frames[i] for i in keep])
+    return np.stack([frames[i] for i in _spread(len(frames), max_frames)])
+
+
+def _spread(count: int, wanted: int) -> np.ndarray:
+    return np.unique(np.linspace(0, count - 1, min(count, wanted)).round().astype(int))
 
 
 class RelevancePredictor(Predictor):
