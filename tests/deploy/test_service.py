@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import io
+import json
 import struct
 import threading
 import zipfile
@@ -382,3 +383,92 @@ def test_a_folder_that_is_not_a_bundle_exits_2_saying_what_a_bundle_is(
     err = capsys.readouterr().err
     assert expected in err and "a bundle is the folder an export writes" in err
 
+
+
+# -- one real request per task: a tiny trained run, its exported bundle, the task's predictor ------------
+
+TASK_RUNS: dict[str, list[str]] = {
+    "segmentation": ["experiment=segmentation", "data.synthetic_images=12", "data.synthetic_size=32"],
+    "lego": ["experiment=lego_multitask", "data.image_size=32", "data.batch_size=16"],
+    "behavior": ["experiment=intravideo"],
+    "violence": ["experiment=violence_optimal"],
+    "relevance": ["experiment=relevance_segmentation"],
+}
+
+
+def _moving_square_frames(count: int = 4, size: int = 64) -> list[np.ndarray]:
+    frames = []
+    for i in range(count):
+        frame = np.full((size, size, 3), 40, np.uint8)
+        frame[20:36, 8 + 8 * i:24 + 8 * i] = 230
+        frames.append(frame)
+    return frames
+
+
+def _task_upload(task: str, tmp_path: Path) -> tuple[str, bytes, str]:
+    """(file name, bytes, content type) of one input of the task's kind."""
+    if task in ("segmentation", "lego"):
+        return "sample.png", _png((48, 48)), "image/png"
+    if task == "relevance":
+        frames = {f"event/{i:03d}.png": cv2.imencode(".png", f)[1].tobytes()
+                  for i, f in enumerate(_moving_square_frames())}
+        return "event.zip", _zip(frames), "application/zip"
+    frames = np.stack(_moving_square_frames(24))
+    return "clip.mp4", write_mp4(tmp_path / "clip.mp4", frames, 8).read_bytes(), "video/mp4"
+
+
+@pytest.fixture(scope="module")
+def task_bundle(tmp_path_factory: pytest.TempPathFactory, shared_data_dir: Path) -> Any:
+    """``bundle(task)``: the export/ folder of a tiny trained run of the task (trained once per module)."""
+    from hydra.core.global_hydra import GlobalHydra
+    from omegaconf import OmegaConf
+
+    from deploy.backends import is_bundle
+    from suite.exporting import export_run
+    from suite.training import train
+    from tests.conf.test_experiments import FAST
+    from tests.conftest import compose_train_config
+
+    made: dict[str, Path] = {}
+
+    def bundle(task: str) -> Path:
+        if task not in made:
+            run_dir = tmp_path_factory.mktemp(f"service_{task}") / "run"
+            cfg = compose_train_config([*TASK_RUNS[task], *FAST], run_dir, shared_data_dir)
+            try:
+                train(cfg)
+                resolved = OmegaConf.to_container(cfg, resolve=True)
+                resolved.pop("hydra", None)
+                (run_dir / ".hydra").mkdir(exist_ok=True)
+                OmegaConf.save(OmegaConf.create(resolved), run_dir / ".hydra" / "config.yaml")
+            finally:
+                GlobalHydra.instance().clear()
+            if not is_bundle(run_dir / "export"):  # the run's export callback is off or failed: export now
+                export_run(run_dir, latency_runs=0)
+            made[task] = run_dir / "export"
+        return made[task]
+
+    return bundle
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("task", sorted(TASK_RUNS))
+def test_one_real_request_per_task(task: str, task_bundle: Any, tmp_path: Path) -> None:
+    from deploy.backends import OnnxBackend, file_sha256
+    from deploy.predictors import predictor_for
+
+    bundle = task_bundle(task)
+    client = TestClient(create_app(bundle))
+    metadata = client.get("/metadata").json()
+    assert metadata["task"] == task and metadata["model"]["backend"] == "onnx"
+    assert metadata["graphs"] and set(metadata["model"]["sha256"]) == set(metadata["graphs"])
+    for graph in metadata["graphs"]:
+        assert metadata["model"]["sha256"][graph] == file_sha256(bundle / f"{graph}.onnx"), graph
+    name, data, content_type = _task_upload(task, tmp_path)
+    response = client.post("/predict", files={"file": (name, data, content_type)})
+    assert response.status_code == 200, response.text
+    answer = response.json()
+    assert answer.pop("inference_ms") >= 0 and answer
+    # the service answers what the task's predictor answers on the same bundle
+    direct = predictor_for(OnnxBackend(bundle)).predict_bytes(data, name)
+    assert answer == json.loads(json.dumps(direct))
