@@ -23,7 +23,6 @@ windows spread over the video for test-time augmentation.
 
 from __future__ import annotations
 
-import csv
 import logging
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -35,9 +34,10 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from datamodules.base import SuiteDataModule
+from datamodules.base import SuiteDataModule, check_class_counts, file_digest
 from datamodules.feature_cache import AugmentSpec, CopyPlan, FeatureCache, MappedFeatures, local_rank
 from datamodules.grouped_split import grouped_split
+from datamodules.manifests import normalize_id, read_table
 from datamodules.synthetic.common import SyntheticDataset
 from datamodules.synthetic.violence import GENERATOR
 from datamodules.video import VIDEO_EXTENSIONS, tta_positions
@@ -103,23 +103,21 @@ def list_class_videos(folder: Path, mapping: dict[str, int]) -> list[tuple[Path,
 
 
 def read_groups(csv_path: Path, root: Path, path_column: str, group_column: str) -> dict[Path, str]:
-    """Video path -> group from a labels CSV (paths relative to ``root``)."""
+    """Video path -> group from a labels CSV (paths relative to ``root``), read by the shared manifest reader."""
+    table = read_table(csv_path, "labels file (data.labels_csv)")
+    table.require({path_column: "data.path_column", group_column: "data.group_column"})
     groups: dict[Path, str] = {}
-    with open(csv_path, newline="") as f:
-        reader = csv.DictReader(f)
-        columns = reader.fieldnames or []
-        for col, key in ((path_column, "data.path_column"), (group_column, "data.group_column")):
-            if col not in columns:
-                raise DataError(f"{csv_path}: no column '{col}' ({key}); columns are {', '.join(columns)}")
-        for line, row in enumerate(reader, start=2):
-            rel = (row.get(path_column) or "").strip()
-            group = (row.get(group_column) or "").strip()
-            if not rel or not group:
-                raise DataError(f"{csv_path}, row {line}: empty '{path_column}' or '{group_column}'")
-            path = (root / rel).resolve()
-            if not path.is_file():
-                raise DataError(f"{csv_path}, row {line}: video not found: {root / rel}")
-            groups[path] = group
+    for i, row in enumerate(table.rows):
+        rel, group = row[path_column], normalize_id(row[group_column])
+        if not rel or not group:
+            raise DataError(f"{table.where(i)}: empty '{path_column}' or '{group_column}'")
+        path = (root / rel).resolve()
+        if not path.is_file():
+            raise DataError(f"{table.where(i)}: video not found: {root / rel}")
+        if groups.get(path, group) != group:
+            raise DataError(f"{table.where(i)}: {rel} is listed again with another group ('{group}', before "
+                            f"'{groups[path]}'); give each video one group")
+        groups[path] = group
     return groups
 
 
@@ -192,6 +190,7 @@ class ViolenceDataModule(SuiteDataModule):
     """
 
     task = "violence"
+    items_name = "videos"
 
     def __init__(
         self,
@@ -232,9 +231,11 @@ class ViolenceDataModule(SuiteDataModule):
         feature_dim: int | None = None,
         synthetic_backbone: str | None = None,
         synthetic_frame_size: int | None = None,
+        allow_overlap: bool = False,
     ):
         super().__init__(root=root, synthetic_dir=synthetic_dir, dev_samples=dev_samples, seed=seed,
-                         batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory)
+                         batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory,
+                         allow_overlap=allow_overlap)
         if not 0.0 < val_fraction < 1.0:
             raise ConfigError(f"data.val_fraction must be in (0, 1) (the best checkpoint is chosen on validation), "
                               f"got {val_fraction}")
@@ -317,6 +318,9 @@ class ViolenceDataModule(SuiteDataModule):
         else:
             items = self._items(root, root, groups)
             self.sources.insert(0, (str(root), len(items)))
+            # a video copied under another name is one video, dropped before the split so that the
+            # copies cannot land on two sides of it
+            items = self.drop_duplicates({str(root): items})[str(root)]
             splits = self._group_split(items, {"val": self.val_fraction, "test": self.test_fraction},
                                        f"the videos of {root}")
         # shuffled (seeded) so that the data.dev_samples subset, the first items, mixes both classes
@@ -333,6 +337,12 @@ class ViolenceDataModule(SuiteDataModule):
 
     def group_id(self, item: VideoItem) -> str:
         return item.group
+
+    def content_id(self, item: VideoItem) -> str | None:
+        return file_digest(item.path)
+
+    def item_labels(self, item: VideoItem) -> dict[str, str | None]:
+        return {HEAD: CLASS_NAMES[item.label]}
 
     def heads(self) -> tuple[Head, ...]:
         return (Head(HEAD, CLASS_NAMES, positive=CLASS_NAMES.index("violent")),)
@@ -414,20 +424,18 @@ class ViolenceDataModule(SuiteDataModule):
                               groups=[it.group for it in items], what="videos")
         return {name: [items[i] for i in indices] for name, indices in parts.items()}
 
-    @staticmethod
-    def _check_classes(counts: Mapping[str, Mapping[str, int]], where: str) -> None:
-        """A class missing from training cannot be learned: refused. Missing from val or test, the
-        per-class figures of that split mean little: a warning."""
+    def _check_classes(self, counts: Mapping[str, Mapping[str, int]], where: str) -> None:
+        """A class missing from training cannot be learned: refused (the base's check, which setup runs on the
+        final train split too). Missing from val or test, the per-class figures of that split mean little:
+        a warning."""
         for split, per_class in counts.items():
+            if split == "train":
+                check_class_counts({HEAD: per_class}, self.heads(), f"the train split of {where}", self.items_name)
+                continue
             missing = [name for name, n in per_class.items() if n == 0]
             if not missing or not sum(per_class.values()):
                 continue
             listed = f"videos per class: {describe_counts(per_class)}"
-            if split == "train":
-                raise DataError(f"the train split of {where} has no {' or '.join(repr(m) for m in missing)} videos "
-                                f"({listed}): the classifier cannot learn a class it never sees; add such videos, "
-                                "check data.class_map, or change the split (data.seed, data.val_fraction, "
-                                "data.test_fraction)")
             warn_on_console(log, f"the {split} split of {where} has no {' or '.join(repr(m) for m in missing)} "
                                  f"videos ({listed}): its balanced accuracy and per-class accuracies mean little")
 

@@ -122,7 +122,7 @@ def test_training_without_a_class_is_refused_naming_split_and_counts(tmp_path: P
     root = GENERATOR.ensure(tmp_path / "s", 0, videos={"train": 6, "val": 4, "test": 4}, n_frames=8, size=32)
     shutil.rmtree(root / "train" / VIOLENT_FOLDER)
     with pytest.raises(DataError, match=r"the train split of .* has no 'violent' videos "
-                                        r"\(videos per class: non_violent 3, violent 0\)"):
+                                        r"\(head 'class': non_violent: 3, violent: 0\)"):
         module_for(root, tmp_path).setup()
 
 
@@ -195,7 +195,7 @@ def test_labels_csv_row_naming_a_missing_video(flat_root: Path, tmp_path: Path) 
     shutil.copytree(flat_root, root)
     with open(root / "labels.csv", "a") as f:
         f.write("Violence/missing.mp4,Violence,cam99\n")
-    with pytest.raises(DataError, match=r"labels.csv, row 26: video not found"):
+    with pytest.raises(DataError, match=r"labels.csv, line 26: video not found"):
         module_for(root, tmp_path).setup()
 
 
