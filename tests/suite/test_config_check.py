@@ -2,28 +2,37 @@
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 from hydra.errors import InstantiationException
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from omegaconf import OmegaConf
 
 from suite.config_check import (
     RangeRule,
+    _leaves,
     check_command_line,
     check_group_overrides,
     range_errors,
+    ranged_arg,
     rule_for,
     sweep_errors,
     validate_config,
+    value_error,
 )
 from suite.errors import ConfigError
 from suite.launch import check_accelerator
 from suite.training import instantiate
 
 ROOT = Path(__file__).resolve().parents[2]
+# property tests: 200 examples by default; SUITE_HYPOTHESIS_EXAMPLES=5000 for a longer search
+EXAMPLES = int(os.environ.get("SUITE_HYPOTHESIS_EXAMPLES", "200"))
 
 
 def test_default_config_is_valid(make_cfg) -> None:
@@ -237,3 +246,76 @@ def test_a_command_line_hydra_cannot_compose_is_a_config_error(argv: list[str], 
                                   ["--help", "a.b=1"]])
 def test_a_command_line_that_composes_passes(argv: list[str]) -> None:
     check_command_line(argv, ROOT / "conf")
+
+
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("seed=-1", r"'seed' must be in \[0, 2\*\*32 - 1\], got -1 \(Lightning would replace"),
+        ("++trainer.max_steps=0", r"'trainer.max_steps' must be -1 \(no limit\) or >= 1, got 0"),
+        ("++trainer.limit_train_batches=0", r"'trainer.limit_train_batches' must be > 0"),
+        ("callbacks.model_checkpoint.save_top_k=-2", r"'callbacks.model_checkpoint.save_top_k' must be >= -1"),
+        ("data.dev_samples=0", r"'data.dev_samples' must be >= 1, got 0"),
+        ("model.loss.dice_weight=-0.5", r"'model.loss.dice_weight' must be >= 0, got -0.5"),
+        ("model.optimizer.lr=inf", r"'model.optimizer.lr' must be > 0, got inf"),
+        ("data.val_fraction=nan", r"'data.val_fraction' must be in \(0, 1\), got nan"),
+        ("on_data_change=ignore", r"'on_data_change' must be warn or error, got 'ignore'"),
+    ],
+)
+def test_neighbouring_out_of_range_values_are_named(make_cfg, override: str, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        validate_config(make_cfg([override]))
+
+
+def test_tool_options_share_the_config_ranges(capsys: pytest.CaptureFixture) -> None:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="tool")
+    parser.add_argument("--val-fraction", type=ranged_arg("data.val_fraction"))
+    assert parser.parse_args(["--val-fraction", "0.25"]).val_fraction == 0.25
+    for bad, said in (("1.5", "must be in (0, 1), got 1.5"), ("0", "must be in (0, 1), got 0.0"),
+                      ("nan", "expects a number, got 'nan'"), ("x", "expects a float, got 'x'")):
+        with pytest.raises(SystemExit) as exit_info:
+            parser.parse_args(["--val-fraction", bad])
+        assert exit_info.value.code == 2 and f"argument --val-fraction: {said}" in capsys.readouterr().err
+    with pytest.raises(ValueError, match="no range rule"):
+        ranged_arg("data.unranged_key")
+
+
+# --- property: any value of any key is accepted or refused naming that key ---------------------------
+def _composed(experiment: str | None) -> Any:
+    from hydra import compose, initialize_config_dir
+    from hydra.core.global_hydra import GlobalHydra
+
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(ROOT / "conf"), version_base="1.3"):
+        cfg = compose("train", overrides=[f"experiment={experiment}"] if experiment else [])
+    GlobalHydra.instance().clear()
+    return cfg
+
+
+CONFIGS = {name: _composed(name or None) for name in ("", "lego_multitask", "violence_optimal")}
+LEAVES = sorted({(name, key) for name, cfg in CONFIGS.items() for key, _ in _leaves(cfg, "")
+                 if not key.startswith(("hydra.", "paths."))})
+ANY_VALUE = st.one_of(st.none(), st.booleans(), st.integers(-(2**40), 2**40),
+                      st.floats(allow_nan=True, allow_infinity=True), st.text(max_size=12),
+                      st.lists(st.integers(-3, 3), max_size=3))
+
+
+@settings(max_examples=EXAMPLES, deadline=None)
+@given(st.sampled_from(LEAVES), ANY_VALUE)
+def test_any_value_of_any_key_passes_or_is_refused_naming_the_key(leaf: tuple[str, str], value: Any) -> None:
+    name, key = leaf
+    cfg = CONFIGS[name].copy()
+    OmegaConf.update(cfg, key, value, merge=False, force_add=True)
+    try:
+        validate_config(cfg)
+    except ConfigError as err:
+        lines = str(err).splitlines()
+        if lines[0] == "invalid config:":  # every problem listed, each naming its key
+            items = [line for line in lines[1:] if line.startswith("  - ")]
+            assert items and all(key in line for line in items), (key, value, str(err))
+        else:  # a _target_ that does not import stops the check at once
+            assert lines[0].startswith(f"{key}: cannot import"), (key, value, str(err))
+    else:  # accepted: then no range rule refuses it either
+        assert value_error(key, value) is None
