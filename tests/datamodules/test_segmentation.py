@@ -8,12 +8,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from PIL import Image
 
+from datamodules.images import orient
 from datamodules.segmentation import SegmentationDataModule, binarize, pair_images_and_masks
 from datamodules.synthetic.segmentation import GENERATOR
 from suite.errors import DataError
-from tools.check_masks import check_folder
-from tools.check_masks import main as check_masks_main
 
 
 def write_pair(root: Path, stem: str, size=(32, 32), mask_size=None, ext=".png", mask_value=255) -> None:
@@ -157,24 +157,131 @@ def test_augmentation_pipelines_use_current_albumentations_names(tmp_path: Path)
         dm._transform(train=False)
 
 
-def test_check_masks_reports_each_problem(tmp_path: Path, capsys) -> None:
-    write_pair(tmp_path, "good")
-    write_pair(tmp_path, "empty", mask_value=0)
-    write_pair(tmp_path, "grey")
-    grey = np.zeros((32, 32), np.uint8)
-    grey[:4, :4], grey[8:12, 8:12] = 255, 170  # CDnet-style "unknown" value: not a binary mask
-    cv2.imwrite(str(tmp_path / "masks" / "grey.png"), grey)
-    write_pair(tmp_path, "small", mask_size=(16, 16))
-    cv2.imwrite(str(tmp_path / "images" / "nomask.png"), np.zeros((32, 32, 3), np.uint8))
-    full = np.full((32, 32), 255, np.uint8)
-    write_pair(tmp_path, "full")
-    cv2.imwrite(str(tmp_path / "masks" / "full.png"), full)
-    report = check_folder(tmp_path)
-    assert [Path(p).stem for p in report.empty] == ["empty"]
-    assert [Path(p).stem for p in report.all_foreground] == ["full"]
-    assert len(report.non_binary) == 1 and "grey" in report.non_binary[0]
-    assert len(report.size_mismatch) == 1 and "small" in report.size_mismatch[0]
-    assert [Path(p).stem for p in report.image_without_mask] == ["nomask"]
-    assert check_masks_main([f"data.root={tmp_path}", "--json", str(tmp_path / "r.json")]) == 1
-    assert (tmp_path / "r.json").is_file()
-    assert check_masks_main(["data.rot=x"]) == 2
+# -- masks read as meant, or refused with what was found ------------------------------------------------
+def write_masks(root: Path, n: int, save) -> None:
+    """``n`` distinct images and masks whose foreground is a block; ``save(path_without_suffix, mask01)``."""
+    for i in range(n):
+        write_pair(root, f"m{i}")
+        (root / "masks" / f"m{i}.png").unlink()
+        mask = np.zeros((32, 32), np.uint8)
+        mask[4 + i:14 + i, 6:20] = 1
+        save(root / "masks" / f"m{i}", mask)
+
+
+def batches_foreground(dm: SegmentationDataModule) -> float:
+    dm.setup()
+    return float(np.mean([b["mask"].mean().item() for b in dm.val_dataloader()]))
+
+
+def test_16_bit_masks_with_values_0_1_are_read_as_binary(tmp_path: Path) -> None:
+    write_masks(tmp_path, 6, lambda p, m: cv2.imwrite(f"{p}.png", m.astype(np.uint16)))
+    assert batches_foreground(SegmentationDataModule(root=str(tmp_path), augment=False)) > 0.1  # was 0: >>8
+    assert batches_foreground(SegmentationDataModule(root=str(tmp_path), foreground_value=1)) > 0.1
+
+
+@pytest.mark.parametrize(("case", "foreground_value", "message"), [
+    ("colour", None, r"masks of .* cannot be trained on: 6 of 6 masks read cannot be used: mask is in colour: "
+                     r".*m0\.png holds the colours \(0, 0, 0\) .*\(255, 0, 0\)"),
+    ("absent", 255, r"data.foreground_value=255 is in none of the 6 masks \(values found: 0 \(in 6 masks\), "
+                    r"1 \(in 6 masks\).*set .*data.foreground_value=1"),
+    ("jpeg", None, r"6 JPEG mask\(s\) hold more than two values, e.g. .*m\d\.jpg holds \d+ values .*PNG"),
+    ("empty", None, r"every mask is empty: none of the 6 masks has a foreground pixel"),
+])
+def test_masks_that_would_train_on_nothing_are_refused_at_setup(tmp_path: Path, case: str, foreground_value,
+                                                                  message: str) -> None:
+    save = {
+        "colour": lambda p, m: cv2.imwrite(f"{p}.png", np.dstack([0 * m, 0 * m, 255 * m])),  # red (BGR)
+        "absent": lambda p, m: cv2.imwrite(f"{p}.png", m),
+        "jpeg": lambda p, m: cv2.imwrite(f"{p}.jpg", 255 * m, [cv2.IMWRITE_JPEG_QUALITY, 75]),
+        "empty": lambda p, m: cv2.imwrite(f"{p}.png", 0 * m),
+    }[case]
+    write_masks(tmp_path, 6, save)
+    with pytest.raises(DataError, match=message):
+        SegmentationDataModule(root=str(tmp_path), foreground_value=foreground_value).setup()
+
+
+def test_exif_rotated_photos_align_with_their_masks(tmp_path: Path) -> None:
+    """A 32x24 photo stored landscape with orientation 6 (shown portrait) and a mask of the stored size:
+    both are turned, so the red foreground marks and the mask overlap exactly (it was overlap 0)."""
+    (tmp_path / "images").mkdir()
+    (tmp_path / "masks").mkdir()
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        pattern = np.zeros((24, 32), bool)
+        pattern[2 + i:10 + i, 3:25] = True
+        image = np.zeros((24, 32, 3), np.uint8)
+        image[..., 0], image[..., 1] = pattern * 255, rng.integers(0, 200, (24, 32))
+        exif = Image.Exif()
+        exif[0x0112] = 6
+        Image.fromarray(image).save(tmp_path / "images" / f"p{i}.png", exif=exif.tobytes())
+        cv2.imwrite(str(tmp_path / "masks" / f"p{i}.png"), pattern.astype(np.uint8) * 255)
+    dm = SegmentationDataModule(root=str(tmp_path), batch_size=2, augment=False)
+    dm.setup()
+    for batch in dm.val_dataloader():
+        assert batch["image"].shape[-2:] == (32, 24)  # shown portrait
+        red = batch["image"][:, 0] > 0  # normalised: foreground red 255 is far above 0
+        assert red.eq(batch["mask"][:, 0].bool()).all()
+    assert orient(np.zeros((24, 32)), 6).shape == (32, 24)
+
+
+# -- images of any size train and evaluate ---------------------------------------------------------------
+def sized_dataset(root: Path, sizes: list[tuple[int, int]]) -> Path:
+    for i, (h, w) in enumerate(sizes):
+        write_pair(root, f"s{i:02d}", size=(h, w))
+    return root
+
+
+def test_non_square_images_of_one_size_train_with_the_default_augmentation(tmp_path: Path) -> None:
+    sized_dataset(tmp_path, [(48, 64)] * 12)  # 640x480-style; RandomRotate90 made some 64x48: stack failed
+    dm = SegmentationDataModule(root=str(tmp_path), batch_size=4, seed=0)
+    dm.setup()
+    for _ in range(3):
+        for batch in dm.train_dataloader():
+            assert batch["image"].shape[1:] == (3, 48, 64) and batch["mask"].shape[1:] == (1, 48, 64)
+    assert dm.eval_batch_size("val") is None  # one size: batches of data.batch_size
+    assert next(iter(dm.val_dataloader()))["image"].shape[1:] == (3, 48, 64)
+
+
+def test_images_of_mixed_sizes_train_on_crops_and_evaluate_whole(tmp_path: Path) -> None:
+    sized_dataset(tmp_path, [(48, 64), (64, 64), (40, 56), (64, 80)] * 3)
+    dm = SegmentationDataModule(root=str(tmp_path), batch_size=4, seed=0)
+    dm.setup()
+    assert dm.train_crop() == min(min(s) for s in dm.split_sizes("train"))
+    for batch in dm.train_dataloader():
+        side = dm.train_crop()
+        assert batch["image"].shape[1:] == (3, side, side)
+    assert dm.eval_batch_size("test") == 1
+    whole = {tuple(b["image"].shape[2:]) for b in dm.test_dataloader()}
+    assert whole == dm.split_sizes("test")  # each image at its own size, nothing resized
+    resized = SegmentationDataModule(root=str(tmp_path), batch_size=4, image_size=32)
+    resized.setup()
+    assert resized.eval_batch_size("test") is None
+    assert {tuple(b["image"].shape[2:]) for b in resized.test_dataloader()} == {(32, 32)}
+
+
+# -- files that cannot be paired or read ------------------------------------------------------------------
+def test_unpaired_files_are_counted_with_examples_in_one_message(tmp_path: Path) -> None:
+    for i in range(7):
+        write_pair(tmp_path, f"img_{i}")
+        (tmp_path / "masks" / f"img_{i}.png").rename(tmp_path / "masks" / f"mask_{i}.png")
+    write_pair(tmp_path, "ok")
+    with pytest.raises(DataError, match=r"7 image\(s\) without a mask in .*masks: .*img_0\.png.*\(2 more\) and "
+                                        r"7 mask\(s\) without an image in .*images: .*mask_0\.png.*\(1 paired\)"):
+        pair_images_and_masks(tmp_path)
+
+
+def test_two_images_for_one_stem_are_named(tmp_path: Path) -> None:
+    write_pair(tmp_path, "a")
+    write_pair(tmp_path, "a", ext=".jpg")
+    with pytest.raises(DataError, match=r"two images for one stem .*a\.jpg, .*a\.png"):
+        pair_images_and_masks(tmp_path)
+
+
+@pytest.mark.parametrize("damage", ["zero bytes", "truncated"])
+def test_damaged_masks_fail_at_setup_naming_the_file(tmp_path: Path, damage: str) -> None:
+    for i in range(4):
+        write_pair(tmp_path, f"d{i}")
+    bad = tmp_path / "masks" / "d2.png"
+    bad.write_bytes(b"" if damage == "zero bytes" else bad.read_bytes()[:60])
+    with pytest.raises(DataError, match=r"1 of 4 image/mask pairs .* cannot be read: .*masks/d2\.png"):
+        SegmentationDataModule(root=str(tmp_path)).setup()
