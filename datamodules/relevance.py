@@ -23,7 +23,8 @@ seed); one DataModule per phase reads them:
 
 from __future__ import annotations
 
-import csv
+import hashlib
+import logging
 import warnings
 from dataclasses import dataclass, field
 from functools import lru_cache
@@ -39,16 +40,20 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm import tqdm
 
 from datamodules.augment import seeded_call
-from datamodules.base import SuiteDataModule
+from datamodules.base import SuiteDataModule, file_digest
 from datamodules.grouped_split import grouped_split
 from datamodules.images import image_size as header_size
 from datamodules.images import list_images, read_image, read_mask
+from datamodules.manifests import normalize_id, read_table
 from datamodules.motion import MotionCache, MotionDetector, MotionResult, read_frames
 from datamodules.synthetic.common import SyntheticDataset
 from datamodules.synthetic.relevance import GENERATOR
 from suite.backbones import IMAGENET_MEAN, IMAGENET_STD
 from suite.contracts import Head, InputSpec
 from suite.errors import ConfigError, DataError
+from suite.printing import warn_on_console
+
+log = logging.getLogger(__name__)
 
 PHASES = ("contrastive", "segmentation")
 
@@ -102,18 +107,25 @@ def discover_events(root: Path, event_frames: int) -> list[Event]:
 
 
 def read_labels(path: Path) -> dict[str, int]:
-    if not path.is_file():
+    """``event_id,relevant`` (0 or 1) by the shared manifest reader; an event listed twice with two values is
+    an error naming both lines."""
+    if not path.is_file() and not path.is_dir():
         raise DataError(f"data.labels_csv: file not found: {path}")
+    table = read_table(path, "labels file (data.labels_csv)")
+    table.require({"event_id": "", "relevant": ""})
     labels: dict[str, int] = {}
-    with open(path, newline="") as fh:
-        reader = csv.DictReader(fh)
-        if not reader.fieldnames or not {"event_id", "relevant"} <= set(reader.fieldnames):
-            raise DataError(f"{path}: needs the columns event_id,relevant (found {reader.fieldnames})")
-        for line, row in enumerate(reader, start=2):
-            value = (row["relevant"] or "").strip()
-            if value not in ("0", "1"):
-                raise DataError(f"{path} row {line}: relevant must be 0 or 1, got {value!r}")
-            labels[row["event_id"].strip()] = int(value)
+    first_line: dict[str, int] = {}
+    for i, row in enumerate(table.rows):
+        event, value = row["event_id"], normalize_id(row["relevant"])
+        if not event:
+            raise DataError(f"{table.where(i)}: empty event_id")
+        if value not in ("0", "1"):
+            raise DataError(f"{table.where(i)}: relevant must be 0 or 1, got {row['relevant']!r}")
+        if labels.get(event, int(value)) != int(value):
+            raise DataError(f"{table.where(i)}: event {event} is labelled {value} here and {labels[event]} on line "
+                            f"{first_line[event]}; keep one row per event")
+        labels[event] = int(value)
+        first_line.setdefault(event, table.lines[i])
     return labels
 
 
@@ -288,6 +300,7 @@ class RelevanceEventsBase(SuiteDataModule):
     """The events, their labels and the train/val/test split, shared by both phases."""
 
     task = "relevance"
+    items_name = "events"
     phase = ""
 
     def __init__(
@@ -313,9 +326,11 @@ class RelevanceEventsBase(SuiteDataModule):
         num_workers: int = 0,
         pin_memory: bool = False,
         mode: str | None = None,
+        allow_overlap: bool = False,
     ):
         super().__init__(root=root, synthetic_dir=synthetic_dir, dev_samples=dev_samples, seed=seed,
-                         batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory)
+                         batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory,
+                         allow_overlap=allow_overlap)
         _check_mode(mode, self.phase)
         if val_fraction <= 0 or test_fraction <= 0 or val_fraction + test_fraction >= 1:
             raise DataError(f"data.val_fraction and data.test_fraction must be > 0 and sum below 1, "
@@ -341,6 +356,8 @@ class RelevanceEventsBase(SuiteDataModule):
             raise DataError(f"need at least 3 events (train, val, test) under {root}, found {len(events)}")
         for e in tqdm(events, desc="checking frames", disable=len(events) < 50, leave=False):
             check_event_frames(e)
+        # an event folder copied under another name is one event, dropped before the split (reported)
+        events = self.drop_duplicates({str(root): events})[str(root)]
         # Not stratified by labels.csv: phase 2 may read labels phase 1 did not, and both phases must
         # hold out the same events.
         parts = grouped_split(len(events), {"val": self.val_fraction, "test": self.test_fraction}, self.seed,
@@ -349,6 +366,13 @@ class RelevanceEventsBase(SuiteDataModule):
 
     def item_id(self, item: Event) -> str:
         return item.event_id
+
+    def content_id(self, item: Event) -> str | None:
+        # an event is its frames: an event folder copied under another name holds the same bytes
+        sha = hashlib.sha1(usedforsecurity=False)
+        for frame in item.frames:
+            sha.update(file_digest(frame).encode())
+        return f"{len(item.frames)}:{sha.hexdigest()}"
 
     def heads(self) -> tuple[Head, ...]:
         return (Head("mask", ("irrelevant", "relevant"), positive=1),)
@@ -373,6 +397,11 @@ class RelevanceEventsBase(SuiteDataModule):
             labels = read_labels(labels_path)
             for e in events:
                 e.relevant = labels.get(e.event_id)
+            unmatched = sorted(set(labels) - {e.event_id for e in events})
+            if unmatched:
+                warn_on_console(log, f"{labels_path}: {len(unmatched)} of {len(labels)} labelled event(s) are not "
+                                     f"among the events read under {root}, e.g. {', '.join(unmatched[:3])} "
+                                     f"(event ids look like {events[0].event_id}; data.cameras may leave some out)")
         self.check_labels(events, labels_path, root)
         for e in events:
             truth = root / "_truth" / f"{e.event_id}.png"
@@ -435,6 +464,7 @@ class RelevanceSegmentationDataModule(RelevanceEventsBase):
         num_workers: int = 0,
         pin_memory: bool = False,
         mode: str | None = None,
+        allow_overlap: bool = False,
     ):
         super().__init__(root=root, cameras=cameras, max_sequences=max_sequences, event_frames=event_frames,
                          labels_csv=labels_csv, image_size=image_size, augment=augment, val_fraction=val_fraction,
@@ -442,7 +472,8 @@ class RelevanceSegmentationDataModule(RelevanceEventsBase):
                          synthetic_cameras=synthetic_cameras, synthetic_events=synthetic_events,
                          synthetic_frames=synthetic_frames, synthetic_width=synthetic_width,
                          synthetic_height=synthetic_height, dev_samples=dev_samples, seed=seed,
-                         batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory, mode=mode)
+                         batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory, mode=mode,
+                         allow_overlap=allow_overlap)
         if eval_frames < 1:
             raise DataError(f"data.eval_frames must be >= 1, got {eval_frames}")
         self.use_labels, self.eval_frames = use_labels, eval_frames
@@ -462,6 +493,12 @@ class RelevanceSegmentationDataModule(RelevanceEventsBase):
         if not any(e.relevant is not None for e in events):
             raise DataError(f"data.use_labels: no event id of {labels_path} matches an event under {root} "
                             f"(ids look like {events[0].event_id})")
+
+    def item_labels(self, item: Event) -> dict[str, str | None]:
+        # with data.use_labels the labels file teaches which motion is irrelevant: training needs both values
+        if not self.use_labels:
+            return {}
+        return {"relevant (labels file)": None if item.relevant is None else str(item.relevant)}
 
     def spec_extras(self) -> dict[str, Any]:
         return {**super().spec_extras(), "eval_frames": self.eval_frames, "use_labels": self.use_labels,

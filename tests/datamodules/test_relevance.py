@@ -3,6 +3,7 @@ of both phases, and the deprecated ``data.mode``."""
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 import cv2
@@ -126,8 +127,35 @@ def test_labels_make_irrelevant_events_empty_targets(synthetic_root: Path) -> No
 def test_labels_csv_bad_value_names_the_row(tmp_path: Path, synthetic_root: Path) -> None:
     bad = tmp_path / "labels.csv"
     bad.write_text("event_id,relevant\ncam00/event0000,yes\n")
-    with pytest.raises(DataError, match="row 2"):
+    with pytest.raises(DataError, match="labels.csv, line 2: relevant must be 0 or 1, got 'yes'"):
         RelevanceSegmentationDataModule(root=str(synthetic_root), labels_csv=str(bad), cache_dir=None).setup("fit")
+    # one event labelled twice with two values: both lines named
+    bad.write_text("event_id,relevant\ncam00/event0000,1\ncam00/event0000,0.0\n")
+    with pytest.raises(DataError, match=r"line 3: event cam00/event0000 is labelled 0 here and 1 on line 2"):
+        RelevanceSegmentationDataModule(root=str(synthetic_root), labels_csv=str(bad), cache_dir=None).setup("fit")
+
+
+def test_labels_of_one_value_in_training_are_refused_with_use_labels(tmp_path: Path, synthetic_root: Path) -> None:
+    events = discover_events(synthetic_root, 16)
+    labels = tmp_path / "labels.csv"
+    labels.write_text("event_id,relevant\n" + "".join(f"{e.event_id},1\n" for e in events))
+    with pytest.raises(DataError, match=r"train split of .* holds 1 class\(es\) for head 'relevant \(labels file\)' "
+                                        r"\(1: \d+\)"):
+        RelevanceSegmentationDataModule(root=str(synthetic_root), labels_csv=str(labels), use_labels=True,
+                                        cache_dir=None).setup("fit")
+    # without use_labels the labels teach nothing: not checked
+    RelevanceSegmentationDataModule(root=str(synthetic_root), labels_csv=str(labels), cache_dir=None).setup("fit")
+
+
+def test_a_copied_event_folder_is_one_event(tmp_path: Path, synthetic_root: Path) -> None:
+    root = tmp_path / "copy"
+    shutil.copytree(synthetic_root, root)
+    shutil.copytree(root / "cam00" / "event0000", root / "cam00" / "event9999")
+    dm = RelevanceContrastiveDataModule(root=str(root))
+    dm.setup("fit")
+    ids = [e.event_id for split in dm.splits.values() for e in split]
+    assert len(ids) == 12 and "cam00/event9999" not in ids
+    assert any(path.startswith("duplicates dropped") and rows == 1 for path, rows in dm.manifests_used())
 
 
 def test_event_item_scores_the_middle_frame_against_its_mask(synthetic_root: Path) -> None:
