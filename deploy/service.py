@@ -59,8 +59,9 @@ DECODES_EVERY_FRAME = frozenset({"relevance"})
 FIELD = "file"
 MULTIPART_SLACK = 64 * 1024  # boundaries and part headers around the file bytes
 EXPORT_HINT = ("a bundle is the folder an export writes: <graph>.onnx files beside preprocessing.json (and "
-               "parity.json); export a trained run with `python -m suite.exporting <run dir>`, which writes "
-               "<run dir>/export/, then serve it with --bundle <run dir>/export")
+               "parity.json); train.py writes one to <run dir>/export/ when a run ends (callbacks.onnx_export), "
+               "a finished run is exported with suite.exporting.export_run(<run dir>); serve it with "
+               "--bundle <run dir>/export")
 
 
 class Gate:
