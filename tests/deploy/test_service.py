@@ -364,6 +364,17 @@ def test_relevance_video_is_limited_by_the_pixels_it_decodes(event_client: TestC
     assert response.status_code == 413 and "100000 pixel limit of an upload" in response.json()["detail"]
 
 
+def test_the_service_imports_no_torch() -> None:
+    """The ONNX path runs on a Raspberry Pi without torch: the service's modules must not pull it in."""
+    import subprocess
+    import sys
+
+    code = ("import sys, deploy.service, deploy.uploads, deploy.backends; "
+            "sys.exit(sorted(m for m in ('torch', 'lightning', 'timm') if m in sys.modules) or 0)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+
+
 # -- the command line ---------------------------------------------------------------------------------
 
 
