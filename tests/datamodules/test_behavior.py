@@ -271,3 +271,21 @@ def test_former_synthetic_keys_and_bad_values_are_named(tmp_path: Path) -> None:
         _dm(split="random")
     with pytest.raises(DataError, match=r"data.train_manifest: manifest not found"):
         _dm(train_manifest=str(tmp_path / "nope.csv"))
+
+
+def test_a_test_set_alone_is_read_without_train_or_val(tiny_root: Path, tmp_path: Path) -> None:
+    """Evaluating a trained run on new labelled events: data.test_manifest alone, or a folder with test.csv only."""
+    test = _absolute(tiny_root, pd.read_csv(tiny_root / "test.csv"))
+    test.to_csv(tmp_path / "new.csv", index=False)
+    dm = _dm(test_manifest=str(tmp_path / "new.csv"))
+    dm.setup()
+    assert set(dm.splits) == {"test"} and len(dm.split("test")) == len(test)
+    assert dm.spec().extras["event_s"] == 2.0
+    with pytest.raises(DataError, match="no train split"):
+        dm.split("train")
+    folder = tmp_path / "only_test"
+    folder.mkdir()
+    test.to_csv(folder / "test.csv", index=False)
+    only = _dm(root=str(folder))
+    only.setup()
+    assert set(only.splits) == {"test"}

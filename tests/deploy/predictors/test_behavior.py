@@ -164,3 +164,91 @@ def test_frames_missing_at_the_end_reuse_the_last_one(tmp_path: Path, monkeypatc
     predictor.predict_item(video)
     assert predictor.last_timeline is not None and len(predictor.last_timeline.scores) == 7
     assert predictor.last_timeline.scores[-1] > 0.9
+
+
+# -- a tiny trained run (slow: it trains; run with -m slow) -----------------------------------------------------
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.deploy.predictors.conftest import train_tiny_run
+
+    return train_tiny_run(["experiment=baseline_old_split"], tmp_path_factory.mktemp("behavior_run"))
+
+
+@pytest.mark.slow
+def test_export_graph_is_the_module_on_raw_clips(trained_run: Path) -> None:
+    """The graph with the normalisation inside gives the module's probabilities on the data's clips."""
+    from suite.inference import load_trained_module
+
+    module, _, _ = load_trained_module(trained_run)
+    (graph,) = module.export_graphs()
+    clips = torch.rand(3, *module.spec.input.shape) * 2 - 1  # normalised clips, as the data gives them
+    raw = module.export_inputs({"video": clips[:, None]})["model"]
+    assert raw.shape == (3, *module.spec.input.shape) and 0 <= raw.min() and raw.max() <= 255
+    with torch.inference_mode():
+        expected = torch.softmax(module(clips), dim=1)
+        np.testing.assert_allclose(graph.network(raw).numpy(), expected.numpy(), atol=1e-5)
+    options = module.inference_options()
+    assert options["event_s"] == 2.0 and options["stride_s"] == 1.0 and options["clips_per_event"] == 5
+
+
+@pytest.mark.slow
+def test_windows_on_the_test_events_score_as_the_run_did(trained_run: Path, tmp_path: Path) -> None:
+    """Windows that coincide with test events (2 s events, windows of 2 s every 1 s from 0) get the TTA
+    probability the run's test wrote; predict.py writes its outputs from the checkpoint."""
+    import pandas as pd
+
+    from deploy.backends import TorchBackend
+    from predict import predict
+
+    test = pd.read_csv(trained_run / "predictions_agg.csv")
+    predictor = BehaviorPredictor(TorchBackend(trained_run, threads=1))
+    manifest = pd.read_csv(next((trained_run.parent / "data").rglob("test.csv")))
+    manifest = manifest.set_index("event_id")
+    checked = 0
+    for video_id, events in test.groupby("video_id"):
+        path = next((trained_run.parent / "data").rglob(f"{video_id}.mp4"))
+        timeline = predictor.score_windows(path)
+        scores = dict(zip(timeline.starts, timeline.scores, strict=True))
+        for row in events.itertuples():
+            start = float(manifest.loc[row.item_id, "start_s"])
+            assert scores[start] == pytest.approx(row.prob_tail, abs=1e-4), (row.item_id, start)
+            checked += 1
+    assert checked == len(test) > 0
+    out = tmp_path / "predict"
+    summary = predict([str(trained_run), str(path.parent), "--out", str(out), "--no-progress", "stride_s=2"])
+    assert summary["backend"] == "torch" and summary["options"]["stride_s"] == 2.0
+    assert len(list((out / "pictures").glob("*_timeline.png"))) == summary["items"] == 16
+
+
+@pytest.mark.slow
+def test_checkpoint_and_bundle_agree(trained_run: Path, tmp_path: Path) -> None:
+    exporting = pytest.importorskip("suite.exporting")
+    from deploy.backends import OnnxBackend, TorchBackend
+
+    parity = exporting.export_run(trained_run, out=tmp_path / "bundle", latency_runs=2)
+    assert parity["passed"], parity
+    bundle = Path(parity["bundle"])
+    video = next((trained_run.parent / "data").rglob("cam6_v0.mp4"))
+    torch_scores = BehaviorPredictor(TorchBackend(trained_run, threads=1)).score_windows(video).scores
+    onnx_scores = BehaviorPredictor(OnnxBackend(bundle, threads=1)).score_windows(video).scores
+    np.testing.assert_allclose(onnx_scores, torch_scores, atol=1e-4)
+
+
+@pytest.mark.slow
+def test_evaluate_reads_only_a_new_test_manifest(trained_run: Path, tmp_path: Path) -> None:
+    """evaluate.py on new labelled events needs only their manifest: no train or val split is read."""
+    import pandas as pd
+
+    from suite.evaluation import evaluate
+
+    data = trained_run.parent / "data"
+    test_csv = next(data.rglob("test.csv"))
+    new = pd.read_csv(test_csv)
+    new = new.assign(video_path=[str(test_csv.parent / p) for p in new["video_path"]])
+    new.to_csv(tmp_path / "new_events.csv", index=False)
+    metrics = evaluate(trained_run, overrides=[f"data.test_manifest={tmp_path / 'new_events.csv'}"],
+                       out_dir=tmp_path / "eval")
+    assert "test/f1_tail" in metrics
+    used = (tmp_path / "eval" / "manifests_used.txt").read_text()
+    assert "new_events.csv" in used
+    assert not any(line.startswith(("train", "val")) for line in used.splitlines()), used

@@ -98,3 +98,74 @@ def test_predict_bytes_and_bad_inputs(tmp_path: Path) -> None:
     (tmp_path / "notes.txt").write_text("x")
     with pytest.raises(DataError, match="not a video"):
         predictor.discover([tmp_path / "notes.txt"])
+
+
+# -- a tiny trained run (slow: it trains; run with -m slow) -----------------------------------------------------
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    from tests.deploy.predictors.conftest import train_tiny_run
+
+    base = tmp_path_factory.mktemp("violence_run")
+    return train_tiny_run(["experiment=violence_optimal", f"paths.cache_dir={base / 'cache'}"], base)
+
+
+def _data_root(run: Path) -> Path:
+    return next(p for p in (run.parent / "data" / "synthetic").glob("violence-*") if p.is_dir())
+
+
+@pytest.mark.slow
+def test_frame_encoder_graph_is_rebuilt_from_the_checkpoint(trained_run: Path) -> None:
+    """The frame encoder graph (rebuilt from the spec's description) gives the features the data extracted."""
+    import torch
+
+    from lightning_modules.nets.violence import FrameEncoder
+    from suite.inference import load_trained_module
+
+    module, _, _ = load_trained_module(trained_run)
+    encoder_graph, sequence_graph = module.export_graphs()
+    described = module.spec.extras["frame_encoder"]
+    size = described["frame_size"]
+    frames = np.random.default_rng(0).integers(0, 256, (3, size, size, 3), dtype=np.uint8)
+    reference = FrameEncoder(**{k: described[k] for k in ("backbone", "pretrained", "frame_size", "feature_dim",
+                                                          "projection", "seed")}).load("cpu")(frames)
+    with torch.inference_mode():
+        got = encoder_graph.network(torch.from_numpy(frames).permute(0, 3, 1, 2).float()).numpy()
+        probs = sequence_graph.network(sequence_graph.example).numpy()
+    np.testing.assert_allclose(got, reference, atol=1e-5)
+    np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-6)
+    options = module.inference_options()
+    assert (options["num_frames"], options["clip_len"], options["tta_crops"]) == (30, 24, 5)
+
+
+@pytest.mark.slow
+def test_tta_probability_is_the_runs(trained_run: Path, tmp_path: Path) -> None:
+    """predict.py from the checkpoint on the run's test videos gives the TTA probability its test wrote."""
+    import pandas as pd
+
+    from predict import predict
+
+    test = pd.read_csv(trained_run / "predictions_agg.csv")
+    root = _data_root(trained_run)
+    videos = [str(root / item) for item in test["item_id"]]
+    out = tmp_path / "predict"
+    summary = predict([str(trained_run), *videos, "--out", str(out), "--no-progress"])
+    got = pd.read_csv(out / "predictions.csv").set_index("item_id")
+    assert summary["items"] == len(test) and summary["backend"] == "torch"
+    for row in test.itertuples():
+        assert got.loc[str(root / row.item_id), "score_violent"] == pytest.approx(row.prob_violent_tta, abs=2e-3)
+        assert got.loc[str(root / row.item_id), "label"] == row.label
+
+
+@pytest.mark.slow
+def test_checkpoint_and_bundle_agree(trained_run: Path, tmp_path: Path) -> None:
+    exporting = pytest.importorskip("suite.exporting")
+    from deploy.backends import OnnxBackend, TorchBackend
+
+    parity = exporting.export_run(trained_run, out=tmp_path / "bundle", latency_runs=2)
+    assert parity["passed"], parity
+    videos = sorted((_data_root(trained_run) / "test").rglob("*.mp4"))[:6]
+    from_checkpoint = ViolencePredictor(TorchBackend(trained_run, threads=1))
+    from_bundle = ViolencePredictor(OnnxBackend(Path(parity["bundle"]), threads=1))
+    torch_p = [from_checkpoint.probabilities(v)[0] for v in videos]
+    onnx_p = [from_bundle.probabilities(v)[0] for v in videos]
+    np.testing.assert_allclose(onnx_p, torch_p, atol=1e-4)
