@@ -161,6 +161,19 @@ def test_predictor_user_error_is_a_400_not_a_500(client: TestClient) -> None:
     assert "broken.png: the image does not decode" in response.json()["detail"]
 
 
+def test_predictor_crash_is_a_500_without_a_traceback() -> None:
+    class CrashingPredictor(FakePredictor):
+        def predict_bytes(self, data: bytes, filename: str) -> dict[str, Any]:
+            raise RuntimeError("shape mismatch in layer 3")
+
+    client = TestClient(create_app(FakeBackend(), predictor=CrashingPredictor()))
+    response = client.post("/predict", files={"file": ("a.png", _png(), "image/png")})
+    assert response.status_code == 500
+    detail = response.json()["detail"]
+    assert "internal error (RuntimeError) predicting a.png" in detail and "Traceback" not in detail
+    assert client.get("/health").json()["in_flight"] == 0  # the slot was given back
+
+
 def test_oversize_upload_is_refused_with_413(client: TestClient) -> None:
     big = _png((140, 140))
     assert 50_000 < len(big) < 50_000 + 64 * 1024  # under the Content-Length pre-check: read, then refused
