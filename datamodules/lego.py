@@ -400,9 +400,16 @@ class LegoDataModule(SuiteDataModule):
         if "color" not in self.tasks:
             for r in rows:
                 r["color"] = None
-        rows = [r for r in rows if r["part"] is not None or r["color"] is not None]
-        if not rows:
+        labelled = [r for r in rows if r["part"] is not None or r["color"] is not None]
+        if not labelled:
             raise DataError(f"{manifest}: no row has a known label for data.tasks={self.tasks}")
+        if len(labelled) < len(rows):
+            unlabelled = [r for r in rows if r["part"] is None and r["color"] is None]
+            message = (f"{len(unlabelled)} row(s) without a known label for data.tasks={self.tasks} left out, e.g. "
+                       + ", ".join(f"line {r['line']}" for r in unlabelled[:3]))
+            log.info("%s: %s", manifest, message)
+            self.sources.append((message, len(unlabelled)))
+        rows = labelled
         # the same image twice (one path, or a copy under another name) is one row: dropped before the
         # split, so that copies can never land on two sides of it
         rows = self.drop_duplicates({str(manifest): rows})[str(manifest)]

@@ -70,6 +70,9 @@ def read_table(path: Path, what: str = "manifest") -> Table:
     """A CSV file as a :class:`Table` of stripped strings (an empty cell is ``""``)."""
     path = Path(path)
     text = read_text(path, what)
+    if "\x00" in text:  # a NUL is no text: a binary or UTF-16 file, and no path or id may hold one
+        line = text[: text.index("\x00")].count("\n") + 1
+        raise DataError(f"{path}, line {line}: a NUL byte; this is not a text CSV file (UTF-16? save it as UTF-8)")
     # newline="": csv itself finds the line ends, so quoted cells may hold line breaks
     reader = csv.reader(io.StringIO(text, newline=""))
     try:
