@@ -1,28 +1,35 @@
 """Export a trained LEGO run for the Raspberry Pi: ONNX fp32 + int8, parity and latency checks, bundle.
 
-    python export.py <run dir> [--ckpt best|last|<file>] [--out DIR] [quant=auto|<variant>,...]
-                     [calib_images=64] [parity_images=256] [latency_runs=50] [threads=1,4] [data.<key>=...]
+    python export.py <run dir> [--ckpt best|last|<file>] [--out DIR] [quant=auto|<recipe>,...] [opset=18]
+                     [calib_images=256] [parity_images=256] [latency_runs=50] [threads=1,4]
+                     [require_int8=false] [data.<key>=...]
     make export-pi RUN=<run dir> [ARGS='k=v ...']
 
 Keys without a dot are export options (``ExportOptions``); dotted keys override the run's config
 (e.g. ``data.root=<dir>`` to calibrate on another copy of the data). The first spelling,
 ``python export.py run_dir=<run dir> checkpoint=last out=<dir>``, still works and prints the new one.
 
-Writes ``<run>/export/`` (or ``--out``): ``lego_classifier_fp32.onnx`` (one file, dynamic batch, input ``image``,
-outputs ``part_logits``/``color_logits``), ``int8/<variant>.onnx`` (ONNX Runtime static
-quantization calibrated on training images), ``parity.json`` and ``latency.json`` (atomically),
-and ``pi_bundle/`` (models/lego_classifier.onnx = the fastest int8 variant that keeps top-1
-agreement, else fp32; config/part_names.json, color_names.json, preprocessing.json; the predictor).
-Exits non-zero when the fp32 graph disagrees with PyTorch or no int8 variant keeps the agreement.
+Writes ``<run>/export/`` (or ``--out``) as a unit (a ``.partial`` folder renamed at the end, so a failed
+export leaves the earlier one whole): ``lego_classifier_fp32.onnx`` (one file, dynamic batch, input
+``image``, outputs ``part_logits``/``color_logits``), ``int8/<recipe>.onnx`` (ONNX Runtime static
+quantization calibrated on training images), ``parity.json``, ``latency.json`` and ``pi_bundle/``
+(models/lego_classifier.onnx = the fastest int8 recipe that keeps the top-1 agreement, else fp32;
+config/part_names.json, color_names.json, preprocessing.json; the predictor).
+Exit codes: 0 when the fp32 graph matches PyTorch (with an int8 model, or a loud note that int8 was not
+shipped); 2 for a bad option, an fp32 graph that disagrees with PyTorch, or no int8 model under
+``require_int8=true``.
 """
 
 from __future__ import annotations
 
+import logging
 import shutil
 import statistics
 import sys
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -30,30 +37,52 @@ from typing import Any
 from suite.errors import ConfigError, UserError, run_guarded
 from suite.run_dir import RunDir, parse_overrides
 
-VARIANTS: dict[str, dict[str, Any]] = {
-    # name: quantize_static options. "ops" None = every op ONNX Runtime can quantize.
-    "qdq_tensor": {"format": "QDQ", "per_channel": False, "ops": None},
-    "qdq_channel": {"format": "QDQ", "per_channel": True, "ops": None},
-    "qdq_channel_convgemm": {"format": "QDQ", "per_channel": True, "ops": ["Conv", "Gemm", "MatMul"]},
-    "qoperator_channel": {"format": "QOperator", "per_channel": True, "ops": None},
-    "qoperator_channel_convgemm": {"format": "QOperator", "per_channel": True, "ops": ["Conv", "Gemm", "MatMul"]},
-    # depthwise convolutions stay fp32: ONNX Runtime's int8 depthwise kernels gain little over fp32
-    "qdq_channel_no_depthwise": {"format": "QDQ", "per_channel": True, "ops": None, "skip_depthwise": True},
-    "qoperator_channel_no_depthwise": {"format": "QOperator", "per_channel": True, "ops": None,
-                                       "skip_depthwise": True},
-}
-# minmax_ma (per-image min/max averaged) kept the most top-1 agreement on a 96 px run of the real LEGO
-# data (part 0.87 vs 0.33 for plain minmax, 0.51 percentile 99.99, 0.33 entropy; see docs/lego.md).
+log = logging.getLogger(__name__)
+
+# torch 2.14's dynamo exporter writes opset 18 and up: asked for less it fails to convert down and silently
+# keeps 18. Opsets 11-17 (the seed asks for 11) go through the TorchScript exporter instead. Per-channel int8
+# needs opset 13: ONNX Runtime's quantizer raises an older int8 model to 13 (the fp32 model keeps its opset).
+MIN_OPSET = 11
+DYNAMO_MIN_OPSET = 18
+DEFAULT_OPSET = 18
+# the layer groups a recipe may keep in fp32 (see layer_groups)
+LAYER_GROUPS = ("stem", "heads", "se", "depthwise")
 CALIBRATIONS = ("minmax", "minmax_ma", "percentile", "entropy")
-SEED_FIELDS = ("part_logits", "color_logits")
+
+
+@dataclass(frozen=True)
+class Int8Recipe:
+    """One int8 recipe: ``onnxruntime.quantization.quantize_static`` settings and the layers kept in fp32."""
+
+    format: str = "QDQ"  # QDQ (what ORT recommends on CPU) or QOperator
+    per_channel: bool = True  # one weight scale per output channel: depthwise convs need it
+    calibration: str = "percentile"
+    keep_fp32: tuple[str, ...] = ()  # LAYER_GROUPS left unquantized
+    ops: tuple[str, ...] | None = None  # None: every op ONNX Runtime can quantize
+    symmetric_activations: bool = False  # int8 activations with zero point 0 (the Arm/NNAPI convention)
+
+
+RECIPES: dict[str, Int8Recipe] = {
+    # the earlier recipes, kept for comparison: moving-average min/max, everything quantized
+    "qdq_tensor": Int8Recipe(per_channel=False, calibration="minmax_ma"),
+    "qdq_channel": Int8Recipe(calibration="minmax_ma"),
+    "qoperator_channel": Int8Recipe(format="QOperator", calibration="minmax_ma"),
+    # per-channel weights, activations clipped at the 99.999th percentile of the calibration histograms
+    "qdq_channel_percentile": Int8Recipe(calibration="percentile"),
+    # the same with the layers int8 hurts most kept in fp32: the first conv (it sees the raw image), the
+    # squeeze-excite gates (a sigmoid scaling whole channels) and the classifier heads (they make the logits)
+    "qdq_channel_keep_sensitive": Int8Recipe(calibration="percentile", keep_fp32=("stem", "se", "heads")),
+    "qdq_channel_keep_stem_heads": Int8Recipe(calibration="percentile", keep_fp32=("stem", "heads")),
+    "qdq_channel_symmetric": Int8Recipe(calibration="percentile", symmetric_activations=True),
+}
 
 
 @dataclass
 class ExportOptions:
-    """The export's own ``key=value`` options; OmegaConf checks their types."""
+    """The export's own ``key=value`` options; OmegaConf checks their types, ``validate`` their values."""
 
-    quant: str = "auto"  # auto (every variant) or variants separated by commas
-    calib_images: int = 64
+    quant: str = "auto"  # auto (every recipe) or recipe names separated by commas; none = fp32 only
+    calib_images: int = 256
     parity_images: int = 256
     fp32_tol: float = 1e-3
     fp32_min_agreement: float = 1.0
@@ -61,8 +90,53 @@ class ExportOptions:
     latency_runs: int = 50
     threads: str = "1,4"  # thread counts timed, separated by commas
     peak_gflops: float = 90.0
-    require_int8: bool = True
-    calibration: str = "minmax_ma"
+    # true: no int8 model keeping int8_min_agreement is an error; false: ship fp32 and say so
+    require_int8: bool = False
+    calibration: str = "auto"  # auto = each recipe's own; or one of CALIBRATIONS for every recipe
+    opset: int = DEFAULT_OPSET
+
+    def validate(self) -> None:
+        """Refuse impossible values before any work (ConfigError names the key)."""
+        for key in ("calib_images", "parity_images", "latency_runs"):
+            if getattr(self, key) < 1:
+                raise ConfigError(f"export.py: {key}={getattr(self, key)}: must be at least 1")
+        for key in ("fp32_min_agreement", "int8_min_agreement"):
+            if not 0.0 <= getattr(self, key) <= 1.0:
+                raise ConfigError(f"export.py: {key}={getattr(self, key)}: must be a fraction in [0, 1]")
+        if self.fp32_tol < 0 or self.peak_gflops <= 0:
+            bad = "fp32_tol" if self.fp32_tol < 0 else "peak_gflops"
+            raise ConfigError(f"export.py: {bad}={getattr(self, bad)}: must be positive")
+        self.thread_counts()
+        self.recipes()
+        if self.calibration != "auto" and self.calibration not in CALIBRATIONS:
+            raise ConfigError(f"export.py: calibration={self.calibration}: choose auto or one of {CALIBRATIONS}")
+        import onnx
+
+        if not MIN_OPSET <= self.opset <= onnx.defs.onnx_opset_version():
+            raise ConfigError(f"export.py: opset={self.opset}: choose {MIN_OPSET} to {onnx.defs.onnx_opset_version()} "
+                              f"(torch's exporters write {MIN_OPSET} or newer, {MIN_OPSET}-{DYNAMO_MIN_OPSET - 1} "
+                              "through the TorchScript exporter)")
+
+    def thread_counts(self) -> list[int]:
+        try:
+            counts = [int(t) for t in str(self.threads).split(",") if t.strip()]
+        except ValueError:
+            counts = []
+        if not counts or min(counts) < 1:
+            raise ConfigError(f"export.py: threads={self.threads}: expected thread counts >= 1 separated by commas")
+        return counts
+
+    def recipes(self) -> list[str]:
+        if self.quant == "auto":
+            return list(RECIPES)
+        if self.quant == "none":
+            return []
+        names = [v.strip() for v in str(self.quant).split(",") if v.strip()]
+        unknown = [v for v in names if v not in RECIPES]
+        if unknown or not names:
+            raise ConfigError(f"export.py: quant={self.quant}: unknown recipe(s) {unknown}; "
+                              f"choose from {list(RECIPES)}, auto or none")
+        return names
 
 
 class ParityError(UserError):
@@ -93,10 +167,12 @@ def split_options(items: Sequence[str]) -> tuple[ExportOptions, list[str]]:
         if isinstance(value, list):
             value = ",".join(map(str, value))
         try:
-            options[key] = value
+            options[key] = value  # OmegaConf refuses require_int8=treu, latency_runs=many
         except Exception as err:  # omegaconf ValidationError: the value has the wrong type
             raise ConfigError(f"export.py: {item}: {str(err).splitlines()[0]}") from None
-    return OmegaConf.to_object(options), run_overrides
+    result: ExportOptions = OmegaConf.to_object(options)
+    result.validate()
+    return result, run_overrides
 
 
 # -- loading the run -----------------------------------------------------------------------------
@@ -141,23 +217,33 @@ def stacked_images(datamodule: Any, split: str, limit: int) -> tuple[Any, list[d
 
 
 # -- export and quantization -----------------------------------------------------------------------
-def export_onnx(net: Any, path: Path, example: Any) -> None:
-    """One-file ONNX (torch 2.14's dynamo exporter, no external data) with a dynamic batch axis."""
+def export_onnx(net: Any, path: Path, example: Any, opset: int = DEFAULT_OPSET) -> None:
+    """One-file ONNX with a dynamic batch axis. Opset >= 18: torch's dynamo exporter (no external data);
+    below 18 (the seed's 11): the TorchScript exporter, the only one of torch's exporters that writes them."""
+    import warnings
+
     import torch
 
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp")
-    batch = torch.export.Dim("batch", min=1, max=4096)
-    torch.onnx.export(net, (example[:2],), str(tmp), input_names=["image"], output_names=list(net.output_names),
-                      dynamic_shapes={"image": {0: batch}}, external_data=False, dynamo=True, verbose=False)
+    names = {"input_names": ["image"], "output_names": list(net.output_names)}
+    if opset >= DYNAMO_MIN_OPSET:
+        batch = torch.export.Dim("batch", min=1, max=4096)
+        torch.onnx.export(net, (example[:2],), str(tmp), **names, dynamic_shapes={"image": {0: batch}},
+                          external_data=False, dynamo=True, verbose=False, opset_version=opset)
+    else:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", DeprecationWarning)  # TorchScript export is deprecated, still shipped
+            torch.onnx.export(net, (example[:2],), str(tmp), **names, dynamic_axes={"image": {0: "batch"}},
+                              dynamo=False, opset_version=opset)
     tmp.replace(path)
 
 
 class _Calibration:
-    """onnxruntime CalibrationDataReader over a stack of training images, one image per call."""
+    """onnxruntime CalibrationDataReader over a stack of training images, a few images per call."""
 
-    def __init__(self, images: Any):
-        self.images = [images[i:i + 1].numpy() for i in range(len(images))]
+    def __init__(self, images: Any, batch: int = 8):
+        self.images = [images[i:i + batch].numpy() for i in range(0, len(images), batch)]
         self.index = 0
 
     def get_next(self) -> dict[str, Any] | None:
@@ -170,19 +256,77 @@ class _Calibration:
         self.index = 0
 
 
-def depthwise_convs(path: Path) -> list[str]:
-    """Names of the Conv nodes with more than one group (depthwise) in an ONNX model."""
+def layer_groups(path: Path) -> dict[str, list[str]]:
+    """Node names of an ONNX classifier by LAYER_GROUPS, found from the graph's structure (any exporter):
+
+    - ``stem``: the first Conv (it reads the normalised image, whose range no later layer has);
+    - ``heads``: the Gemm/MatMul nodes (the shared FC and the part/colour heads that make the logits);
+    - ``se``: squeeze-excite blocks, from the global pooling of a tensor x to the Mul that gates x;
+    - ``depthwise``: Conv nodes with more than one group.
+    """
     import onnx
 
-    names = []
-    for node in onnx.load(str(path), load_external_data=False).graph.node:
-        groups = next((a.i for a in node.attribute if a.name == "group"), 1)
-        if node.op_type == "Conv" and groups > 1:
-            names.append(node.name)
-    return names
+    nodes = list(onnx.load(str(path), load_external_data=False).graph.node)
+    consumers: dict[str, list[Any]] = {}
+    for node in nodes:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    convs = [n for n in nodes if n.op_type == "Conv"]
+    groups: dict[str, list[str]] = {
+        "stem": [convs[0].name] if convs else [],
+        "heads": [n.name for n in nodes if n.op_type in ("Gemm", "MatMul")],
+        "depthwise": [n.name for n in convs if next((a.i for a in n.attribute if a.name == "group"), 1) > 1],
+        "se": [],
+    }
+    for pool in (n for n in nodes if n.op_type in ("ReduceMean", "GlobalAveragePool")):
+        gated = pool.input[0]
+        block, frontier = [pool], list(pool.output)
+        for _ in range(8):  # SE = pool -> conv -> act -> conv -> sigmoid -> Mul(x, gate): a few nodes deep
+            nxt = [c for t in frontier for c in consumers.get(t, [])]
+            gate = next((c for c in nxt if c.op_type == "Mul" and gated in c.input), None)
+            if gate is not None:
+                groups["se"] += [n.name for n in block] + [gate.name]
+                break
+            block += nxt
+            frontier = [o for c in nxt for o in c.output]
+            if not frontier:
+                break
+    return groups
 
 
-def quantize(fp32: Path, out: Path, variant: str, calibration: Any, method: str = "minmax_ma") -> Path:
+@contextmanager
+def _float32_safe_histograms() -> Iterator[None]:
+    """Let ORT's histogram calibrators (percentile, entropy) bin a tensor whose values all lie within a few
+    float32 steps of each other (a sigmoid gate near 0.5 in a little-trained network): numpy cannot cut such a
+    range into 2048 float32 bins and raises "Too many bins for data range". Written here because ORT calls
+    ``np.histogram(x, bins=2048)`` on float32 data itself: the range of such a tensor is widened to 2048 bins
+    of 4 float32 steps, which moves its calibrated range by less than 0.1 %."""
+    import types
+
+    import numpy as np
+    from onnxruntime.quantization import calibrate
+
+    real = calibrate.np
+
+    def histogram(a: Any, bins: Any = 10, **kwargs: Any) -> Any:
+        if isinstance(bins, int) and kwargs.get("range") is None and a.size and a.dtype == np.float32:
+            low, high = float(a.min()), float(a.max())
+            need = bins * 4 * float(np.finfo(np.float32).eps) * max(abs(low), abs(high), 1e-30)
+            if high - low < need:
+                kwargs["range"] = (low, low + need)
+        return np.histogram(a, bins=bins, **kwargs)
+
+    proxy = types.SimpleNamespace(**{k: getattr(np, k) for k in dir(np) if not k.startswith("__")})
+    proxy.histogram = histogram
+    calibrate.np = proxy
+    try:
+        yield
+    finally:
+        calibrate.np = real
+
+
+def quantize(fp32: Path, out: Path, recipe: str | Int8Recipe, calibration: Any, method: str | None = None) -> Path:
+    """Quantize ``fp32`` with a recipe, calibrating the activations on ``calibration`` images (N x 3 x S x S)."""
     from onnxruntime.quantization import (
         CalibrationDataReader,
         CalibrationMethod,
@@ -190,24 +334,41 @@ def quantize(fp32: Path, out: Path, variant: str, calibration: Any, method: str 
         QuantType,
         quantize_static,
     )
+    from onnxruntime.quantization.shape_inference import quant_pre_process
 
-    spec = VARIANTS[variant]
-    out.parent.mkdir(parents=True, exist_ok=True)
-    exclude = depthwise_convs(fp32) if spec.get("skip_depthwise") else None
+    spec = RECIPES[recipe] if isinstance(recipe, str) else recipe
+    method = method if method and method != "auto" else spec.calibration
     if method not in CALIBRATIONS:
         raise UserError(f"calibration must be one of {CALIBRATIONS}, got '{method}'")
-    calibrate_method = {"minmax": CalibrationMethod.MinMax, "minmax_ma": CalibrationMethod.MinMax,
-                        "percentile": CalibrationMethod.Percentile, "entropy": CalibrationMethod.Entropy}[method]
-    extra = {"CalibMovingAverage": True} if method == "minmax_ma" else {}
-    reader = _Calibration(calibration)
-    CalibrationDataReader.register(_Calibration)
-    quantize_static(
-        str(fp32), str(out), reader,
-        quant_format=QuantFormat.QDQ if spec["format"] == "QDQ" else QuantFormat.QOperator,
-        per_channel=spec["per_channel"], op_types_to_quantize=spec["ops"], nodes_to_exclude=exclude,
-        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, calibrate_method=calibrate_method,
-        extra_options=extra,
-    )
+    unknown = set(spec.keep_fp32) - set(LAYER_GROUPS)
+    if unknown:
+        raise UserError(f"keep_fp32: unknown layer groups {sorted(unknown)}; choose from {LAYER_GROUPS}")
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        # ORT's pre-processing (shape inference, graph clean-up) is what its quantizer expects as input
+        pre = Path(tmp) / "pre.onnx"
+        quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
+        groups = layer_groups(pre)
+        exclude = sorted({n for g in spec.keep_fp32 for n in groups[g]})
+        calibrate_method = {"minmax": CalibrationMethod.MinMax, "minmax_ma": CalibrationMethod.MinMax,
+                            "percentile": CalibrationMethod.Percentile, "entropy": CalibrationMethod.Entropy}[method]
+        extra: dict[str, Any] = {"CalibMovingAverage": True} if method == "minmax_ma" else {}
+        if method == "percentile":
+            # ORT's percentile histogram holds |x|: its asymmetric range starts at a positive |x| edge and so
+            # cuts every negative value to 0 (the signed outputs of the projection convs); symmetric keeps them
+            extra["CalibTensorRangeSymmetric"] = True
+        if spec.symmetric_activations:
+            extra["ActivationSymmetric"] = True
+        CalibrationDataReader.register(_Calibration)
+        with _float32_safe_histograms():
+            quantize_static(
+                str(pre), str(out), _Calibration(calibration),
+                quant_format=QuantFormat.QDQ if spec.format == "QDQ" else QuantFormat.QOperator,
+                per_channel=spec.per_channel, op_types_to_quantize=list(spec.ops) if spec.ops else None,
+                nodes_to_exclude=exclude,
+                activation_type=QuantType.QInt8 if spec.symmetric_activations else QuantType.QUInt8,
+                weight_type=QuantType.QInt8, calibrate_method=calibrate_method, extra_options=extra,
+            )
     return out
 
 
@@ -331,20 +492,70 @@ def write_bundle(folder: Path, model: Path, fp32: Path, part_names: list[str], c
     return folder
 
 
+def announce_fp32_fallback(int8: dict[str, dict[str, Any]], threshold: float, reason: str = "") -> str:
+    """The loud note printed (stderr and log) when the bundle ships the fp32 model instead of int8."""
+    best = max(int8.items(), key=lambda kv: kv[1]["min_top1_agreement"], default=None)
+    detail = (f"best recipe {best[0]}: {best[1]['min_top1_agreement']:.3f} top-1 agreement, "
+              f"{threshold:.2f} required" if best else reason or "no int8 recipe was tried (quant=none)")
+    bar = "!" * 100
+    message = (f"{bar}\nINT8 NOT SHIPPED: the Pi bundle holds the fp32 model ({detail}).\n"
+               "It runs correctly, only slower; pass require_int8=true to make this an error, or "
+               "int8_min_agreement=<fraction> to accept a lower agreement.\n{bar}").format(bar=bar)
+    log.warning(message)
+    print(message, file=sys.stderr, flush=True)
+    return message
+
+
 # -- main -----------------------------------------------------------------------------------------
 def export_run(run_dir: str | Path | RunDir, ckpt: str = "best", out: str | Path | None = None,
                overrides: Sequence[str] = ()) -> dict[str, Any]:
     """Export ``ckpt`` of a lego run to ``out`` (default ``<run dir>/export``); ``overrides`` are
-    export options (``quant=auto``) and run-config overrides (``data.root=<dir>``)."""
+    export options (``quant=auto``) and run-config overrides (``data.root=<dir>``).
+
+    The folder is written as a unit: everything goes to ``<out>.partial``, renamed to ``out`` when the
+    export is done (a failure leaves no half-written folder beside the earlier export)."""
+    run = run_dir if isinstance(run_dir, RunDir) else RunDir(Path(run_dir))
+    options, run_overrides = split_options(overrides)  # bad values stop here, before any loading
+    out = Path(out).expanduser() if out else run.export_dir
+    partial = out.with_name(out.name + ".partial")
+    shutil.rmtree(partial, ignore_errors=True)  # a killed export's leftovers
+    partial.mkdir(parents=True)
+    try:
+        result = _export_into(run, ckpt, partial, options, run_overrides)
+    except ParityError as err:
+        # the failed attempt's reports are kept for the user to read, apart: ``out`` keeps the last good export
+        failed = out.with_name(out.name + ".failed")
+        shutil.rmtree(failed, ignore_errors=True)
+        partial.replace(failed)
+        kept = f"{out} was left as it was" if out.exists() else f"nothing was written to {out}"
+        raise ParityError(f"{err}. The reports of this attempt are in {failed}; {kept}.") from None
+    except BaseException:
+        shutil.rmtree(partial, ignore_errors=True)
+        raise
+    _replace_folder(partial, out)
+    result["bundle"] = str(out / "pi_bundle")
+    print(f"export: {out}")
+    return result
+
+
+def _replace_folder(partial: Path, out: Path) -> None:
+    """``partial`` becomes ``out``; an earlier ``out`` is removed only once the new one is in place."""
+    import os
+
+    old = None
+    if out.exists():
+        old = out.with_name(f".{out.name}.old-{os.getpid()}")
+        os.replace(out, old)
+    os.replace(partial, out)
+    if old is not None:
+        shutil.rmtree(old, ignore_errors=True)
+
+
+def _export_into(run: RunDir, ckpt: str, out: Path, options: ExportOptions,
+                 run_overrides: list[str]) -> dict[str, Any]:
     from suite.io import atomic_write_json
 
-    run = run_dir if isinstance(run_dir, RunDir) else RunDir(Path(run_dir))
-    options, run_overrides = split_options(overrides)
-    out = Path(out).expanduser() if out else run.export_dir
-    try:
-        threads = [int(t) for t in str(options.threads).split(",") if t.strip()]
-    except ValueError:
-        raise ConfigError(f"threads: expected thread counts separated by commas, got '{options.threads}'") from None
+    threads = options.thread_counts()
     print(f"loading {run} ({ckpt} checkpoint)", flush=True)
     cfg, datamodule, module = load_run(run, ckpt, run_overrides)
     net = module.net.eval()
@@ -353,34 +564,31 @@ def export_run(run_dir: str | Path | RunDir, ckpt: str = "best", out: str | Path
     images, items = stacked_images(datamodule, "test", options.parity_images)
 
     fp32 = out / "lego_classifier_fp32.onnx"
-    print(f"exporting {fp32}", flush=True)
-    export_onnx(net, fp32, images)
+    print(f"exporting lego_classifier_fp32.onnx (opset {options.opset})", flush=True)
+    export_onnx(net, fp32, images, opset=options.opset)
     reference = run_torch(net, images)
     fp32_cmp = compare(reference, run_onnx(fp32, images))
     fp32_ok = all(v["max_abs_diff"] <= options.fp32_tol and v["top1_agreement"] >= options.fp32_min_agreement
                   for v in fp32_cmp.values())
 
-    variants = list(VARIANTS) if options.quant == "auto" else [v for v in str(options.quant).split(",") if v]
-    unknown = [v for v in variants if v not in VARIANTS]
-    if unknown:
-        raise UserError(f"quant: unknown variant(s) {unknown}; choose from {list(VARIANTS)} or auto")
     int8: dict[str, dict[str, Any]] = {}
     paths: dict[str, Path] = {}
-    for variant in variants if fp32_ok else []:
-        print(f"quantizing: {variant}", flush=True)
-        path = quantize(fp32, out / "int8" / f"{variant}.onnx", variant, calib, options.calibration)
-        paths[variant] = path
+    for recipe in options.recipes() if fp32_ok else []:
+        print(f"quantizing: {recipe}", flush=True)
+        path = quantize(fp32, out / "int8" / f"{recipe}.onnx", recipe, calib, options.calibration)
+        paths[recipe] = path
         outputs = run_onnx(path, images)
         cmp = compare(reference, outputs)
-        int8[variant] = {"outputs": cmp, "accuracy": accuracy(outputs, items),
-                         "min_top1_agreement": min(v["top1_agreement"] for v in cmp.values()),
-                         "size_mb": round(path.stat().st_size / 2**20, 2)}
+        int8[recipe] = {"outputs": cmp, "accuracy": accuracy(outputs, items),
+                        "min_top1_agreement": min(v["top1_agreement"] for v in cmp.values()),
+                        "size_mb": round(path.stat().st_size / 2**20, 2),
+                        "recipe": {f.name: getattr(RECIPES[recipe], f.name) for f in fields(Int8Recipe)}}
 
     models = {"ort_fp32": fp32, **{f"ort_int8_{v}": p for v, p in paths.items()}}
     print(f"timing {len(models) + 1} models at threads {threads}", flush=True)
     lat = latency(net, models, images[:1], threads, options.latency_runs) if fp32_ok else {}
     passing = [v for v in int8 if int8[v]["min_top1_agreement"] >= options.int8_min_agreement]
-    one = str(threads[0]) if threads else "1"
+    one = str(threads[0])
     best = min(passing, key=lambda v: lat[f"ort_int8_{v}"][one]) if passing and lat else None
     gflop = gflops_per_image(net, size)
     floor_ms = gflop / options.peak_gflops * 1000
@@ -388,8 +596,9 @@ def export_run(run_dir: str | Path | RunDir, ckpt: str = "best", out: str | Path
         "images": len(images), "split": "test", "sources": sorted({it["subset"] for it in items}),
         "thresholds": {k: getattr(options, k) for k in ("fp32_tol", "fp32_min_agreement", "int8_min_agreement")},
         "calibration": {"method": options.calibration, "images": len(calib), "split": "train"},
+        "opset": options.opset,
         "fp32": {"outputs": fp32_cmp, "passed": fp32_ok},
-        "int8": {"variants": int8, "chosen": best, "passed": best is not None},
+        "int8": {"variants": int8, "chosen": best, "passed": best is not None, "shipped": best is not None},
         "accuracy": {"torch_fp32": accuracy(reference, items)},
         "passed": fp32_ok and (best is not None or not options.require_int8),
     }
@@ -406,23 +615,26 @@ def export_run(run_dir: str | Path | RunDir, ckpt: str = "best", out: str | Path
     atomic_write_json(out / "latency.json", latency_report)
     _print_summary(parity, latency_report)
     if not fp32_ok:
-        raise ParityError(f"the fp32 ONNX graph disagrees with PyTorch: {fp32_cmp} (see {out / 'parity.json'})")
+        raise ParityError(f"the fp32 ONNX graph disagrees with PyTorch: {fp32_cmp} (see parity.json)")
     if best is None and options.require_int8:
         raise ParityError(
-            f"no int8 variant keeps {options.int8_min_agreement:.0%} top-1 agreement with PyTorch "
-            f"({ {v: r['min_top1_agreement'] for v, r in int8.items()} }); see {out / 'parity.json'}. "
-            "Pass require_int8=false to ship the fp32 model."
+            f"require_int8=true: no int8 recipe keeps {options.int8_min_agreement:.0%} top-1 agreement with "
+            f"PyTorch ({ {v: r['min_top1_agreement'] for v, r in int8.items()} }); see parity.json. "
+            "Pass require_int8=false to ship the fp32 model"
         )
+    if best is None:
+        announce_fp32_fallback(int8, options.int8_min_agreement)
     shipped = paths[best] if best else fp32
     preprocessing = {
         "model": "models/lego_classifier.onnx", "input": "image", "outputs": list(net.output_names),
         "size": size, "resize": "stretch to a square", "interpolation": "linear", "color_order": "RGB",
         "dtype": "float32", "value_range": [0, 255], "layout": "NCHW",
         "normalization": "inside the model (ImageNet mean/std)", "int8_variant": best,
+        "precision": "int8" if best else "fp32",
     }
-    bundle = write_bundle(out / "pi_bundle", shipped, fp32, module.part_names, module.color_names, preprocessing)
-    print(f"Pi bundle: {bundle} (model: {'int8 ' + best if best else 'fp32'})")
-    return {"parity": parity, "latency": latency_report, "bundle": str(bundle)}
+    write_bundle(out / "pi_bundle", shipped, fp32, module.part_names, module.color_names, preprocessing)
+    print(f"Pi bundle: pi_bundle/ (model: {'int8 ' + best if best else 'fp32'})")
+    return {"parity": parity, "latency": latency_report}
 
 
 def _print_summary(parity: dict[str, Any], lat: dict[str, Any]) -> None:
@@ -435,7 +647,7 @@ def _print_summary(parity: dict[str, Any], lat: dict[str, Any]) -> None:
     print("latency (median ms, batch 1):")
     for name, per_thread in lat["models"].items():
         cells = ", ".join(f"{t} thr {ms:.2f}" for t, ms in per_thread.items())
-        print(f"  {name:34s} {cells}")
+        print(f"  {name:40s} {cells}")
     print(f"compute floor {lat['compute_floor_ms_1thread']:.2f} ms ({lat['gflop_per_image']} GFLOP at "
           f"{lat['peak_gflops_1thread']} GFLOP/s, 1 thread); chosen int8: {lat['chosen_int8']}")
 

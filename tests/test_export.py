@@ -1,4 +1,5 @@
-"""export.py on a tiny trained lego run: ONNX + int8, parity.json/latency.json, Pi bundle, loud failures."""
+"""export.py on a tiny trained lego run: ONNX + int8, parity.json/latency.json, Pi bundle, the fp32 fallback,
+loud failures, options refused before any work, the export folder written as a unit."""
 
 from __future__ import annotations
 
@@ -16,6 +17,8 @@ from suite.training import train
 from tests.conftest import compose_train_config
 
 FAST_EXPORT = ["quant=qdq_channel", "latency_runs=2", "threads=1", "calib_images=8", "parity_images=32"]
+# a two-batch network has near-tied logits: any agreement is accepted where the test is about the int8 path
+INT8_ANY = [*FAST_EXPORT, "int8_min_agreement=0"]
 
 
 @pytest.fixture(scope="session")
@@ -37,7 +40,7 @@ def lego_run(tmp_path_factory: pytest.TempPathFactory, shared_data_dir: Path) ->
 
 
 def test_export_writes_parity_latency_and_bundle(lego_run: Path) -> None:
-    export.main([str(lego_run), *FAST_EXPORT])
+    export.main([str(lego_run), *INT8_ANY])
     out = lego_run / "export"
     parity = json.loads((out / "parity.json").read_text())
     latency = json.loads((out / "latency.json").read_text())
@@ -45,7 +48,7 @@ def test_export_writes_parity_latency_and_bundle(lego_run: Path) -> None:
     for name in ("part_logits", "color_logits"):
         assert parity["fp32"]["outputs"][name]["max_abs_diff"] < 1e-3
         assert parity["fp32"]["outputs"][name]["top1_agreement"] == 1.0
-    assert parity["int8"]["chosen"] == "qdq_channel"
+    assert parity["int8"]["chosen"] == "qdq_channel" and parity["int8"]["shipped"] is True
     assert {"torch_fp32", "ort_fp32", "ort_int8_qdq_channel"} <= set(latency["models"])
     assert all(v["1"] > 0 for v in latency["models"].values())
     assert latency["compute_floor_ms_1thread"] > 0
@@ -60,6 +63,9 @@ def test_export_writes_parity_latency_and_bundle(lego_run: Path) -> None:
         assert (bundle / rel).is_file(), rel
     names = json.loads((bundle / "config" / "part_names.json").read_text())
     assert names == json.loads((lego_run / "part_names.json").read_text())
+    assert json.loads((bundle / "config" / "preprocessing.json").read_text())["precision"] == "int8"
+    assert (bundle / "models" / "lego_classifier.onnx").read_bytes() == (out / "int8" / "qdq_channel.onnx").read_bytes()
+    assert not (lego_run / "export.partial").exists()
 
 
 def test_bundle_predictor_matches_torch_on_a_real_split_image(lego_run: Path) -> None:
@@ -69,7 +75,7 @@ def test_bundle_predictor_matches_torch_on_a_real_split_image(lego_run: Path) ->
     from deploy.onnx_predictor import ClassifierLoader, preprocess
 
     if not (lego_run / "export" / "pi_bundle").is_dir():
-        export.main([str(lego_run), *FAST_EXPORT])
+        export.main([str(lego_run), *INT8_ANY])
     cfg, datamodule, module = export.load_run(lego_run, "best", ["data.batch_size=4"])
     assert cfg.data.batch_size == 4 and cfg.model.pretrained is False  # overrides reach the run's config
     item = datamodule.splits["test"][0]
@@ -90,8 +96,8 @@ def test_bundle_predictor_matches_torch_on_a_real_split_image(lego_run: Path) ->
 def test_export_fails_loudly_when_the_graph_is_broken(lego_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     real_export = export.export_onnx
 
-    def broken_export(net, path, example):  # an exporter bug: the graph's weights come out wrong
-        real_export(net, path, example)
+    def broken_export(net, path, example, opset=export.DEFAULT_OPSET):  # an exporter bug: wrong weights
+        real_export(net, path, example, opset)
         model = onnx.load(str(path))
         for init in model.graph.initializer:
             array = onnx.numpy_helper.to_array(init)
@@ -103,10 +109,75 @@ def test_export_fails_loudly_when_the_graph_is_broken(lego_run: Path, monkeypatc
     out = lego_run / "broken_export"
     with pytest.raises(SystemExit) as exit_info:
         export.main([str(lego_run), "--out", str(out), *FAST_EXPORT])
-    assert exit_info.value.code != 0
-    parity = json.loads((out / "parity.json").read_text())
+    assert exit_info.value.code == 2
+    assert not out.exists()  # nothing is shipped from a failed export
+    failed = lego_run / "broken_export.failed"  # its reports are kept apart for the user to read
+    parity = json.loads((failed / "parity.json").read_text())
     assert parity["passed"] is False and parity["fp32"]["passed"] is False
-    assert not (out / "pi_bundle").exists()  # nothing is shipped from a failed export
+    assert not (failed / "pi_bundle").exists()
+
+
+def _disagreeing_quantize(fp32, out, recipe, calibration, method=None):
+    """An int8 model whose logits are permuted: it never keeps the top-1 agreement."""
+    model = onnx.load(str(fp32))
+    for init in model.graph.initializer:
+        array = onnx.numpy_helper.to_array(init)
+        if array.dtype == np.float32 and array.ndim == 2:
+            init.CopyFrom(onnx.numpy_helper.from_array(array[::-1].copy() * 3.0, init.name))
+    out.parent.mkdir(parents=True, exist_ok=True)
+    onnx.save(model, str(out))
+    return out
+
+
+def test_no_int8_ships_fp32_loudly_and_exits_0(lego_run: Path, monkeypatch: pytest.MonkeyPatch,
+                                               capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setattr(export, "quantize", _disagreeing_quantize)
+    out = lego_run / "fp32_fallback"
+    export.main([str(lego_run), "--out", str(out), *FAST_EXPORT, "opset=11"])  # returns: exit status 0
+    assert "INT8 NOT SHIPPED" in capsys.readouterr().err
+    parity = json.loads((out / "parity.json").read_text())
+    assert parity["passed"] is True and parity["int8"]["chosen"] is None and parity["int8"]["shipped"] is False
+    assert parity["int8"]["variants"]["qdq_channel"]["min_top1_agreement"] < 0.99
+    bundle = out / "pi_bundle"
+    assert (bundle / "models" / "lego_classifier.onnx").read_bytes() == (out / "lego_classifier_fp32.onnx").read_bytes()
+    assert json.loads((bundle / "config" / "preprocessing.json").read_text())["precision"] == "fp32"
+    model = onnx.load(str(out / "lego_classifier_fp32.onnx"))
+    assert [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] == [11]  # the seed's opset
+
+
+def test_require_int8_true_is_strict(lego_run: Path, monkeypatch: pytest.MonkeyPatch,
+                                     capsys: pytest.CaptureFixture) -> None:
+    monkeypatch.setattr(export, "quantize", _disagreeing_quantize)
+    out = lego_run / "strict"
+    with pytest.raises(SystemExit) as exit_info:
+        export.main([str(lego_run), "--out", str(out), *FAST_EXPORT, "require_int8=true"])
+    assert exit_info.value.code == 2
+    assert "require_int8=true: no int8 recipe keeps" in capsys.readouterr().err
+    assert not out.exists()
+    assert json.loads((lego_run / "strict.failed" / "parity.json").read_text())["passed"] is False
+
+
+def test_export_folder_is_written_as_a_unit(lego_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    out = lego_run / "unit"
+    export.main([str(lego_run), "--out", str(out), *FAST_EXPORT, "quant=none"])
+    before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    (out / "int8").mkdir()
+    (out / "int8" / "stale.onnx").write_bytes(b"from an earlier export")
+    before[Path("int8/stale.onnx")] = b"from an earlier export"
+
+    def crash(*args, **kwargs):  # the re-export dies after writing its new models
+        raise RuntimeError("killed while timing")
+
+    monkeypatch.setattr(export, "latency", crash)
+    with pytest.raises(SystemExit):
+        export.main([str(lego_run), "--out", str(out), *INT8_ANY])
+    after = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
+    assert after == before  # the earlier export, whole: no new model beside the old parity.json
+    assert not (lego_run / "unit.partial").exists()
+    monkeypatch.undo()
+    export.main([str(lego_run), "--out", str(out), *INT8_ANY])
+    assert not (out / "int8" / "stale.onnx").exists()  # a new export replaces the folder, not file by file
+    assert (out / "int8" / "qdq_channel.onnx").is_file()
 
 
 def test_export_refuses_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
@@ -118,6 +189,23 @@ def test_export_refuses_bad_arguments(tmp_path: Path, capsys: pytest.CaptureFixt
     errors = capsys.readouterr().err
     assert "missing is not a run directory" in errors
     assert "unknown option 'qant' (did you mean quant?)" in errors and "latency_runs=many" in errors
+
+
+@pytest.mark.parametrize("item", ["require_int8=treu", "threads=0", "threads=1,x", "latency_runs=0", "calib_images=0",
+                                  "parity_images=-1", "int8_min_agreement=1.5", "opset=9", "quant=qdq_bogus",
+                                  "calibration=median"])
+def test_bad_option_values_exit_2_before_any_work(lego_run: Path, item: str, monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    def no_work(*args, **kwargs):
+        raise AssertionError("the run was loaded before the options were checked")
+
+    monkeypatch.setattr(export, "load_run", no_work)
+    out = lego_run / "never"
+    with pytest.raises(SystemExit) as exit_info:
+        export.main([str(lego_run), "--out", str(out), item])
+    assert exit_info.value.code == 2
+    assert item.split("=")[0] in capsys.readouterr().err  # the message names the key
+    assert not out.exists() and not (lego_run / "never.partial").exists()
 
 
 def test_export_keeps_the_old_run_dir_spelling(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
