@@ -156,6 +156,37 @@ def test_an_event_in_train_and_test_is_refused(tiny_root: Path, tmp_path: Path) 
         _dm(**paths).setup()
 
 
+def test_an_event_in_train_and_test_under_another_id_is_refused_unless_allowed(tiny_root: Path,
+                                                                              tmp_path: Path) -> None:
+    paths = _manifests(tiny_root, tmp_path)
+    test = pd.read_csv(paths["test_manifest"])
+    copy = pd.read_csv(paths["train_manifest"]).head(1).assign(event_id="renamed", video_id="other_video")
+    pd.concat([test, copy]).to_csv(paths["test_manifest"], index=False)
+    with pytest.raises(DataError, match=r"the train and test splits share 1 events of the same content under other "
+                                        r"names \(e.g. .* = renamed\).*data.allow_overlap=true"):
+        _dm(**paths).setup()
+    allowed = _dm(**paths, allow_overlap=True)
+    allowed.setup()
+    assert any("data.allow_overlap=true" in path for path, _ in allowed.manifests_used())
+
+
+def test_a_video_in_train_and_test_is_refused_and_duplicated_test_rows_count_once(tiny_root: Path,
+                                                                                  tmp_path: Path) -> None:
+    paths = _manifests(tiny_root, tmp_path)
+    test = pd.read_csv(paths["test_manifest"])
+    pd.concat([test, test.head(2)]).to_csv(paths["test_manifest"], index=False)
+    dm = _dm(**paths)
+    dm.setup()
+    assert len(dm.splits["test"]) == len(test)  # each event once
+    assert ("duplicates dropped (same file or content, kept once): test 2", 2) in dm.manifests_used()
+    # an event of a training video (other times) in the test split: the video is on both sides
+    train = pd.read_csv(paths["train_manifest"])
+    moved = train.head(1).assign(start_s=0.0, end_s=0.3, event_id="late")
+    pd.concat([test, moved]).to_csv(paths["test_manifest"], index=False)
+    with pytest.raises(DataError, match=r"the train and test splits share 1 group\(s\)"):
+        _dm(**paths).setup()
+
+
 def test_batches_hold_tta_clips_and_labels(tiny_root: Path, tmp_path: Path) -> None:
     dm = _dm(**_manifests(tiny_root, tmp_path))
     dm.setup("fit")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import shutil
 import warnings
 from collections import Counter
 from pathlib import Path
@@ -230,3 +231,73 @@ def test_manifest_path_traversal_is_refused(tmp_path: Path) -> None:
     (tmp_path / "labels.csv").write_text("\n".join(text) + "\n")
     with pytest.raises(DataError, match=r"'../../etc/passwd' \(.*labels.csv, line 2\).*outside the data root"):
         LegoDataModule(root=str(tmp_path), manifest="labels.csv", columns=REAL_COLUMNS, source_map=REAL_MAP).setup()
+
+
+def _write_manifest(root: Path, rows: list[dict], encoding: str = "utf-8") -> None:
+    text = ",".join(rows[0]) + "\n" + "".join(",".join(str(v) for v in r.values()) + "\n" for r in rows)
+    (root / "manifest.csv").write_bytes(text.encode(encoding))
+
+
+def _float_id_rows(root: Path) -> list[dict]:
+    """Two parts and two colours, 10 groups each, the ids written as pandas writes a column with empty cells."""
+    rng = np.random.default_rng(1)
+    rows = []
+    for part in ("3001", "3003"):
+        for g in range(10):
+            rel = f"img/{part}_{g}.png"
+            (root / "img").mkdir(exist_ok=True)
+            cv2.imwrite(str(root / rel), rng.integers(0, 255, (12, 12, 3), dtype=np.uint8))
+            rows.append({"path": rel, "part_id": f"{part}.0" if g % 2 else part,
+                         "color_id": "" if g % 3 == 0 else ("4.0" if g % 2 else "14"), "source": "real",
+                         "group_id": f"{part}:{g}"})
+    return rows
+
+
+def test_float_ids_are_the_ids_they_stand_for_also_against_the_target_list(tmp_path: Path) -> None:
+    _write_manifest(tmp_path, _float_id_rows(tmp_path))
+    (tmp_path / "target_parts.txt").write_text("3001\n3003\n")
+    dm = LegoDataModule(root=str(tmp_path), image_size=12)
+    dm.setup()
+    assert dm.part_names == ["3001", "3003"] and dm.color_names == ["4", "14"]
+    assert sum(len(v) for v in dm.splits.values()) == 20  # no row dropped by the target list
+
+
+def test_bad_ids_target_lists_and_encodings_are_named(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    rows = _float_id_rows(tmp_path)
+    _write_manifest(tmp_path, [*rows[:3], {**rows[3], "color_id": "abc"}, *rows[4:]])
+    with pytest.raises(DataError, match=r"manifest.csv, line 5: color_id must be an integer id, got 'abc'"):
+        LegoDataModule(root=str(tmp_path)).setup()
+    _write_manifest(tmp_path, [*rows[:3], {**rows[3], "source": "r\xe9al"}, *rows[4:]], encoding="latin-1")
+    with pytest.raises(DataError, match=r"manifest.csv, line 5: not UTF-8 text"):
+        LegoDataModule(root=str(tmp_path)).setup()
+    _write_manifest(tmp_path, rows)
+    (tmp_path / "parts").mkdir()
+    with pytest.raises(DataError, match=r"data.target_parts: .*parts is a folder"):
+        LegoDataModule(root=str(tmp_path), target_parts="parts").setup()
+    (tmp_path / "other.txt").write_text("777\n")
+    with pytest.raises(DataError, match=r"no row has a part of the target list other.txt \(its ids: 777; the "
+                                        r"manifest's: 3001, 3003\)"):
+        LegoDataModule(root=str(tmp_path), target_parts="other.txt").setup()
+    # a target part without images warns and is recorded; rows of parts outside the list are counted
+    (tmp_path / "some.txt").write_text("3001\n777\n")
+    dm = LegoDataModule(root=str(tmp_path), target_parts="some.txt", tasks=["part", "color"], image_size=12)
+    with pytest.raises(DataError, match=r"holds 1 class\(es\) for head 'part' \(3001: \d+\)"):
+        dm.setup()  # one target part left: a one-class part head is refused
+    used = dict(dm.sources)
+    assert used["10 row(s) of 1 part(s) not in some.txt dropped, e.g. 3003 (10) (data.target_parts)"] == 10
+    assert "1 target part(s) of some.txt have no row" in capsys.readouterr().out
+
+
+def test_duplicated_rows_and_copies_never_reach_two_splits(tmp_path: Path) -> None:
+    rows = [{**r, "group_id": ""} for r in _float_id_rows(tmp_path)]  # no groups: each row its own
+    copies = []
+    for r in rows[:5]:
+        copy = r["path"].replace(".png", "_copy.png")
+        shutil.copy(tmp_path / r["path"], tmp_path / copy)
+        copies.append({**r, "path": copy})
+    _write_manifest(tmp_path, rows + rows + copies)
+    dm = LegoDataModule(root=str(tmp_path), image_size=12, seed=2)
+    dm.setup()
+    assert sum(len(v) for v in dm.splits.values()) == 20
+    assert ("duplicates dropped (same file or content, kept once): " f"{tmp_path / 'manifest.csv'} 25", 25) \
+        in dm.manifests_used()
