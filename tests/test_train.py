@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import math
 import os
 import signal
@@ -183,3 +184,109 @@ def test_ctrl_c_during_fit_exits_130(tmp_path: Path, multirun: bool) -> None:
                    "+callbacks.interrupt._target_=tests.test_train.InterruptAtFirstBatch")
     assert proc.returncode == 130, proc.stderr[-2000:]
     assert proc.stderr.rstrip().endswith("interrupted")
+
+
+# --- run dirs: one training at a time, output folders checked first -------------------------------
+def test_a_second_training_into_a_busy_run_dir_exits_2_naming_the_holder(tmp_path: Path) -> None:
+    """The race of two launches, made deterministic: another process holds the run dir while train.py starts."""
+    run_dir = tmp_path / "run"
+    code = ("import sys, time; from suite.run_dir import acquire_run_lock; "
+            "acquire_run_lock(sys.argv[1]); print('held', flush=True); time.sleep(300)")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(run_dir)], cwd=ROOT, stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout is not None and holder.stdout.readline().strip() == "held"
+        proc = run_cli("debug=fast", f"paths.data_dir={tmp_path / 'data'}", f"hydra.run.dir={run_dir}")
+    finally:
+        holder.kill()
+        holder.wait()
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert f"error: hydra.run.dir: {run_dir} is in use by another training: pid {holder.pid} on " in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert sorted(p.name for p in run_dir.iterdir()) == [".run.lock"]  # neither .hydra/ nor a log was written
+    assert not (tmp_path / "data").exists()
+
+
+def test_a_run_dir_that_cannot_be_made_exits_2_naming_hydra_run_dir(tmp_path: Path) -> None:
+    (tmp_path / "file").write_text("")
+    proc = run_cli("debug=fast", f"hydra.run.dir={tmp_path / 'file' / 'run'}")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert f"error: hydra.run.dir: {tmp_path / 'file' / 'run'} lies under {tmp_path / 'file'}, which is a file" \
+        in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_a_cache_dir_that_is_a_file_exits_2_before_any_data_is_read(tmp_path: Path) -> None:
+    (tmp_path / "cache").write_text("")
+    proc = run_cli("experiment=violence_optimal", "model.pretrained=false", f"paths.cache_dir={tmp_path / 'cache'}",
+                   f"paths.data_dir={tmp_path / 'data'}", f"hydra.run.dir={tmp_path / 'run'}")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert f"error: data.cache_dir (set by paths.cache_dir): {tmp_path / 'cache'} is a file" in proc.stderr
+    assert not (tmp_path / "data").exists() and "Traceback" not in proc.stderr
+
+
+def test_more_bad_values_exit_2_naming_each_key_before_data_is_read(tmp_path: Path) -> None:
+    data_dir = tmp_path / "data"
+    proc = run_cli("trainer.max_epochs=0", "data.batch_size=-3", "seed=-1", f"paths.data_dir={data_dir}",
+                   f"hydra.run.dir={tmp_path / 'run'}")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    for message in ("'trainer.max_epochs' must be >= 1, got 0", "'data.batch_size' must be > 0, got -3",
+                    "'seed' must be in [0, 2**32 - 1], got -1"):
+        assert message in proc.stderr
+    proc = run_cli("selection_metric=val/f2", f"paths.data_dir={data_dir}", f"hydra.run.dir={tmp_path / 'run2'}")
+    assert proc.returncode == 2, proc.stderr[-2000:]
+    assert "selection_metric: 'val/f2' is not logged by SegmentationModule" in proc.stderr
+    assert not data_dir.exists()
+
+
+# --- resume on other data ------------------------------------------------------------------------------
+def _segmentation_data(root: Path, images: int) -> Path:
+    from datamodules.synthetic.__main__ import main as synthetic_main
+
+    synthetic_main(["segmentation", str(root), f"n_images={images}", "size=64"])
+    return root
+
+
+def test_a_resume_on_other_data_is_named_and_refused_with_on_data_change_error(make_cfg, tmp_path: Path) -> None:
+    from suite.errors import DataError
+    from tests.helpers import SimulatedCrash
+
+    data = _segmentation_data(tmp_path / "data", images=24)
+    run_dir = tmp_path / "run"
+    small = ["debug=fast", f"data.root={data}", "trainer.max_epochs=2", "model.log_images=0"]
+    with pytest.raises(SimulatedCrash):
+        train(make_cfg([*small, "+callbacks.crash._target_=tests.helpers.CrashAtEpoch"], run_dir))
+    assert (run_dir / "data_fingerprint.json").is_file()
+    splits_before = (run_dir / "splits.json").read_text()
+    # the user adds an image to the data folder between the crash and the resume (another picture: a copy
+    # would be dropped as a duplicate)
+    from PIL import Image, ImageOps
+
+    first = sorted((data / "images").iterdir())[0]
+    ImageOps.mirror(Image.open(first)).save(data / "images" / f"added{first.suffix}")
+    ImageOps.mirror(Image.open(data / "masks" / first.name)).save(data / "masks" / f"added{first.suffix}")
+    with pytest.raises(DataError) as refused:
+        train(make_cfg([*small, "ckpt_path=last", "on_data_change=error"], run_dir))
+    message = str(refused.value)
+    assert message.startswith(f"ckpt_path=last: the data differs from what this run read before ({run_dir}/")
+    assert f"source changed: {data}" in message and "1 added, 0 removed" in message
+    assert "set on_data_change=warn to continue anyway" in message
+    assert (run_dir / "splits.json").read_text() == splits_before  # refused before anything was rewritten
+
+
+def test_a_resume_on_other_data_warns_loudly_by_default(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    from omegaconf import OmegaConf
+
+    from suite.run_dir import data_fingerprint
+    from suite.training import check_data_unchanged
+
+    manifest = tmp_path / "train.csv"
+    manifest.write_text("path\na.png\n")
+    before = data_fingerprint([(str(manifest), 1)], {"train": ["a"]})
+    (tmp_path / "data_fingerprint.json").write_text(json.dumps(before))
+    manifest.write_text("path\na.png\nb.png\n")
+    cfg = OmegaConf.create({"ckpt_path": "last", "on_data_change": "warn"})
+    check_data_unchanged(cfg, tmp_path, data_fingerprint([(str(manifest), 2)], {"train": ["a", "b"]}),
+                         {"train": ["a", "b"]})
+    err = capsys.readouterr().err
+    assert "WARNING: ckpt_path=last: the data differs from what this run read before" in err
+    assert f"source changed: {manifest} (rows 1 -> 2" in err and "split train differs (1 -> 2 items)" in err
