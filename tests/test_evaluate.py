@@ -48,3 +48,27 @@ def test_evaluate_refuses_unknown_keys_and_missing_things(trained_run: Path, tmp
     with pytest.raises(SystemExit) as exit_info:  # through the command line: exit code 2, nothing written
         evaluate_main([str(trained_run), "--ckpt", "nope.ckpt", "--out", str(tmp_path / "e4")])
     assert exit_info.value.code == 2 and not (tmp_path / "e4").exists()
+
+
+def test_evaluate_never_writes_over_the_training_run(trained_run: Path, capsys: pytest.CaptureFixture) -> None:
+    metrics_before = (trained_run / "metrics" / "metrics.json").read_text()
+    predictions_before = (trained_run / "predictions_agg.csv").read_text()
+    for out in (trained_run, trained_run / "metrics"):
+        with pytest.raises(SystemExit) as exit_info:
+            evaluate_main([str(trained_run), "--out", str(out)])
+        assert exit_info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"error: --out: {trained_run} is the folder of a training run" in err
+    assert f"error: --out: {trained_run / 'metrics'} is part of the outputs of the training run" in err
+    assert (trained_run / "metrics" / "metrics.json").read_text() == metrics_before
+    assert (trained_run / "predictions_agg.csv").read_text() == predictions_before
+
+
+def test_a_failed_evaluation_leaves_the_earlier_one_whole(trained_run: Path, tmp_path: Path) -> None:
+    out = tmp_path / "eval"
+    evaluate(trained_run, out_dir=out)
+    before = sorted(p.relative_to(out) for p in out.rglob("*"))
+    with pytest.raises(UserError, match="checkpoint not found"):
+        evaluate(trained_run, ckpt=str(tmp_path / "nope.ckpt"), out_dir=out)
+    assert sorted(p.relative_to(out) for p in out.rglob("*")) == before
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("eval")) == ["eval"]  # no eval.partial

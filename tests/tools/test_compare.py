@@ -177,3 +177,20 @@ def test_unreadable_files_of_one_run_are_named_and_do_not_stop_the_report(
     runs = {r.name: r for r in result["runs"]}
     assert not runs["0"].finished and runs["1"].finished and runs["1"].config == {}
     assert runs["2"].config["selection_metric"] == "val/f1_tail"  # the others are read as before
+
+
+def test_runs_of_two_tasks_are_compared_with_a_note_not_a_key_error(tmp_path: Path,
+                                                                     capsys: pytest.CaptureFixture) -> None:
+    """One run of the default experiment (no experiment= override) beside a run of another task."""
+    lego = make_run(tmp_path / "lego", ["experiment=lego_part", "seed=1"], {"test/part_acc": 0.5})
+    (lego / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"seed": 1, "task_name": "lego"}))
+    seg = make_run(tmp_path / "seg", ["seed=1"], {"test/f1": 0.4})
+    (seg / ".hydra" / "config.yaml").write_text(yaml.safe_dump({"seed": 1, "task_name": "segmentation"}))
+    assert main([str(lego), str(seg), "--no-plots", "--out", str(tmp_path / "report")]) == 0
+    captured = capsys.readouterr()
+    assert "note: these runs belong to 2 tasks (lego: lego; segmentation: seg)" in captured.err
+    assert "| metric | lego_part | segmentation (default) |" in captured.out
+    assert "| `test/part_acc` | 0.5000 (n=1) | – |" in captured.out
+    assert main([str(lego), str(seg), "--no-plots", "--metrics", "test/iou", "--out", str(tmp_path / "r2")]) == 2
+    assert ("--metrics: test/iou logged by no run; the runs log lego: test/part_acc; segmentation: test/f1"
+            in capsys.readouterr().err)
