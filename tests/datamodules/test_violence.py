@@ -199,6 +199,20 @@ def test_labels_csv_row_naming_a_missing_video(flat_root: Path, tmp_path: Path) 
         module_for(root, tmp_path).setup()
 
 
+def test_labels_csv_listing_a_video_with_two_groups_or_in_latin1_is_named(flat_root: Path, tmp_path: Path) -> None:
+    root = tmp_path / "twice"
+    shutil.copytree(flat_root, root)
+    lines = (root / "labels.csv").read_text().splitlines()
+    first = lines[1].split(",")
+    with open(root / "labels.csv", "a") as f:
+        f.write(",".join([first[0], *first[1:-1], "another_group"]) + "\n")
+    with pytest.raises(DataError, match=r"labels.csv, line 26: .* is listed again with another group"):
+        module_for(root, tmp_path).setup()
+    (root / "labels.csv").write_bytes("\n".join([*lines, "x,caf\xe9,g"]).encode("latin-1"))
+    with pytest.raises(DataError, match=r"labels.csv, line 26: not UTF-8 text"):
+        module_for(root, tmp_path).setup()
+
+
 def test_unreadable_video_in_the_data_is_named(flat_root: Path, tmp_path: Path) -> None:
     root = tmp_path / "corrupt"
     shutil.copytree(flat_root, root)
