@@ -92,9 +92,11 @@ class MaskCheck:
         """Why training on these masks would be wrong, one sentence per problem (empty: usable)."""
         out = []
         if self.refused:
-            reasons = "; ".join(reason for _, reason in self.refused[:3])
-            more = f" (and {len(self.refused) - 3} more)" if len(self.refused) > 3 else ""
-            out.append(f"{len(self.refused)} of {self.read} masks read cannot be used: {reasons}{more}")
+            # the first reason in full; the other files by name (their reasons are mostly the same)
+            others = [str(path) for path, _ in self.refused[1:6]]
+            more = f", ... ({len(self.refused) - 6} more)" if len(self.refused) > 6 else ""
+            also = f". Also refused: {', '.join(others)}{more}" if others else ""
+            out.append(f"{len(self.refused)} of {self.read} masks read cannot be used: {self.refused[0][1]}{also}")
         lossy = [m for m in self.checked if m.jpeg and m.distinct > 2]
         if lossy:
             worst = max(lossy, key=MaskValues.off_binary)

@@ -71,16 +71,18 @@ def read_pairs(root: str | Path) -> tuple[list[tuple[Path, Path]], dict[Path, Si
         raise DataError(" and ".join(parts) + f" ({len(pairs)} paired); an image images/<name>.<ext> is paired "
                         "with masks/<name>.<ext> (same name, any of png/jpg/tif/bmp)")
     sizes: dict[Path, Size] = {}
-    problems: list[str] = []
+    problems: list[tuple[Path, str]] = []
     for img, mask in pairs:
         try:
             header = pair_layout(img, mask)[0]
             sizes[img] = header.size[::-1]
         except DataError as err:
-            problems.append(str(err))
+            problems.append((img, str(err)))
     if problems:
+        # the first reason in full, the other pairs by image name (their reasons are mostly the same)
+        also = f". Also: {_examples([img for img, _ in problems[1:]])}" if len(problems) > 1 else ""
         raise DataError(f"{len(problems)} of {len(pairs)} image/mask pairs in {root} cannot be read: "
-                        + "; ".join(problems[:5]) + (f" ... ({len(problems) - 5} more)" if len(problems) > 5 else ""))
+                        f"{problems[0][1]}{also}")
     return pairs, sizes
 
 
