@@ -12,6 +12,7 @@ started without Hydra's launcher (tests, notebooks).
 from __future__ import annotations
 
 import atexit
+import contextlib
 import hashlib
 import json
 import os
@@ -401,18 +402,25 @@ def acquire_run_lock(run_dir: str | Path, option: str = "hydra.run.dir") -> str 
         except BlockingIOError:
             raise UserError(f"{option}: {run_dir} is in use by another training: {_describe(_read_record(fd))}. "
                             f"Wait for it to end, or choose another {option}.") from None
+        except OSError:  # a file system without locks (ENOLCK): the record alone decides
+            pass
         record = _read_record(fd)
         note = None
         host = socket.gethostname()
+        slurm_job = os.environ.get("SLURM_JOB_ID")
         if record.get("pid") is not None:
-            if record.get("host") != host:
-                fcntl.flock(fd, fcntl.LOCK_UN)
+            # a SLURM job requeued on another node takes its own dir back
+            requeued = slurm_job is not None and record.get("slurm_job_id") == slurm_job
+            if record.get("host") != host and not requeued:
+                with contextlib.suppress(OSError):
+                    fcntl.flock(fd, fcntl.LOCK_UN)
                 raise UserError(f"{option}: {run_dir} is in use by a training of another machine: "
                                 f"{_describe(record)}. If it no longer runs, delete {path} and launch again.")
             # the lock was free: its holder ended without releasing it (killed), or its pid was reused
             gone = "no longer runs" if not _pid_alive(record["pid"]) else "no longer holds it"
             note = f"{run_dir}: took over the run dir from {_describe(record)}, which {gone}"
-        mine = {"pid": os.getpid(), "host": host, "started": time.time(), "command": list(sys.argv)}
+        mine = {"pid": os.getpid(), "host": host, "started": time.time(), "command": list(sys.argv),
+                "slurm_job_id": slurm_job}
         os.ftruncate(fd, 0)
         os.pwrite(fd, (json.dumps(mine) + "\n").encode("utf-8"), 0)
     except BaseException:

@@ -329,3 +329,16 @@ def test_applying_any_override_to_a_run_config_works_or_names_the_key(key: str, 
         apply_overrides(cfg, [item])
     except ConfigError as err:
         assert f"'{item}'" in str(err)
+
+
+def test_a_requeued_slurm_job_takes_its_dir_back_from_its_earlier_node(tmp_path: Path,
+                                                                        monkeypatch: pytest.MonkeyPatch) -> None:
+    (tmp_path / "run").mkdir()
+    record = {"pid": 1234, "host": "gpu-node-7", "started": 0, "command": ["train.py"], "slurm_job_id": "991"}
+    (tmp_path / "run" / LOCK_NAME).write_text(json.dumps(record))
+    monkeypatch.setenv("SLURM_JOB_ID", "991")
+    note = acquire_run_lock(tmp_path / "run")
+    try:
+        assert note is not None and "took over the run dir from pid 1234 on gpu-node-7" in note
+    finally:
+        release_run_lock(tmp_path / "run")
