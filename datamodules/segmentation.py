@@ -144,9 +144,11 @@ class SegmentationDataModule(SuiteDataModule):
         batch_size: int = 8,
         num_workers: int = 0,
         pin_memory: bool = False,
+        allow_overlap: bool = False,
     ):
         super().__init__(root=root, synthetic_dir=synthetic_dir, dev_samples=dev_samples, seed=seed,
-                         batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory)
+                         batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory,
+                         allow_overlap=allow_overlap)
         for key, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
             if not 0.0 < value < 1.0:
                 raise DataError(f"data.{key} must be in (0, 1), got {value}")
