@@ -313,12 +313,15 @@ class RelevancePredictor(Predictor):
             if (cam / "input").is_dir():
                 events += cut_sequence(list_images(cam / "input"), self.event_frames, f"{cam.name}/input", cam.name)
                 continue
-            found = self._events_in(cam, cam.name, cam.name)
+            # a folder of frames under the root: the root is a camera folder and this one of its events
+            found = self._events_in(cam, root.name, f"{root.name}/{cam.name}")
             if not found:
                 for folder in _subdirs(cam):
                     found += self._events_in(folder, cam.name, f"{cam.name}/{folder.name}")
             events += found
-        labels = read_labels(root / "labels.csv") if (root / "labels.csv").is_file() else {}
+        # the events root's labels.csv, or the one above when a camera folder was given
+        found_labels = [f for f in (root / "labels.csv", root.parent / "labels.csv") if f.is_file()]
+        labels = read_labels(found_labels[0]) if found_labels else {}
         for event in events:
             event.label = labels.get(event.event_id)
         return events

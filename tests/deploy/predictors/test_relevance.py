@@ -116,6 +116,8 @@ def test_one_event_folder_and_the_seed_usage(events_root: Path) -> None:
     predictor = RelevancePredictor(RedBackend())
     [event] = predictor.discover([events_root / "cam0" / "intruder"])
     assert event.event_id == "cam0/intruder" and len(event.frames) == 6
+    # a camera folder: its events keep the camera in their ids
+    assert [e.event_id for e in predictor.discover([events_root / "cam0"])] == ["cam0/intruder", "cam0/shadow"]
     frames = predictor.read_event(event)
     motion = predictor.detector.detect(frames)
     result = predictor.predict(frames, motion)
