@@ -104,6 +104,7 @@ def create_app(source: str | Path | Any, limits: Limits | None = None, *, option
     predictor = predictor if predictor is not None else predictor_for(backend, options)
     meta = backend.meta
     task = str(meta.get("task"))
+    # a predictor may name its upload kinds itself (class attribute ``uploads``); else the task's
     kinds = tuple(getattr(predictor, "uploads", None) or TASK_UPLOADS.get(task, ("image",)))
     gate = Gate(limits.max_in_flight, limits.max_queue)
     app = FastAPI(title=f"{task} inference", version="1",
