@@ -163,3 +163,13 @@ def test_checkpoint_and_bundle_agree_on_unseen_images(tiny_run: Path, tmp_path: 
         assert a["item_id"] == b["item_id"]
         assert (a["part_pred"], a["color_pred"]) == (b["part_pred"], b["color_pred"])
         assert float(a["part_confidence"]) == pytest.approx(float(b["part_confidence"]), abs=1e-4)
+
+
+def test_the_onnx_path_imports_no_torch() -> None:
+    import subprocess
+    import sys
+
+    code = "import sys; import deploy.predictors.lego; print('torch' in sys.modules)"
+    root = Path(__file__).resolve().parents[3]
+    out = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"

@@ -349,3 +349,14 @@ def test_bundle_decides_as_the_checkpoint(tiny_run: Path, tiny_bundle: Path, tmp
     summary = predict.predict([str(tiny_bundle), str(root / test_ids[0]), "--out", str(tmp_path / "out"),
                                "--no-progress"])
     assert summary["backend"] == "onnx" and summary["events"] == 1
+
+
+def test_the_onnx_path_imports_no_torch() -> None:
+    """What a Raspberry Pi runs: the predictor, the rule, the pictures and the CLI module, without torch."""
+    import subprocess
+    import sys
+
+    code = ("import sys; import deploy.predictors.relevance, deploy.relevance_rule, deploy.relevance_pictures, "
+            "deploy.relevance; print('torch' in sys.modules)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
