@@ -204,7 +204,7 @@ class ViolenceModule(SuiteModule):
         clip_len, dim = (int(n) for n in self.spec.input.shape)
         generator = torch.Generator().manual_seed(0)
         frame_example = torch.randint(0, 256, (2, 3, size, size), generator=generator).float()
-        with torch.inference_mode():
+        with torch.no_grad():  # not inference_mode: the export traces this tensor
             feature_example = frames(frame_example).mean(0, keepdim=True).expand(2, clip_len, dim).clone()
         return [
             ExportGraph("frame_encoder", frames, frame_example, input_name="frames", output_names=("features",),

@@ -6,7 +6,8 @@ events' median length) every ``stride_s`` seconds. Each window is scored as the 
 ``clip_indices``/``tta_positions``), their tail probabilities aggregated (``aggregation``: mean | max |
 vote). Windows at or above ``threshold`` are merged into events, joined when less than ``min_gap_s``
 apart: one row per event (``start_s``, ``end_s``, ``score`` = the peak window score), or one ``none``
-row for a video without any, plus a timeline picture per video.
+row for a video without any, plus a timeline picture per video; ``summary.json`` keeps every window's
+score (``window_scores``).
 
 The video is decoded once, front to back, with PyAV. A frame is kept only while a window that is still
 open needs it and a window is scored as soon as its last frame is decoded, so the frames held at any
@@ -155,6 +156,8 @@ class BehaviorPredictor(Predictor):
                               f"min_gap_s={opts['min_gap_s']})")
         self._picture_names: set[str] = set()
         self.last_timeline: Timeline | None = None
+        # every video's window scores for summary.json (a few floats per window: small for any length)
+        self._windows: dict[str, dict[str, list[float]]] = {}
 
     @staticmethod
     def _number(key: str, value: Any, fallback: Any) -> float:
@@ -281,6 +284,7 @@ class BehaviorPredictor(Predictor):
         timeline.events = merge_events(timeline.starts, timeline.ends, timeline.scores, self.options["threshold"],
                                        self.options["min_gap_s"])
         self.last_timeline = timeline
+        self._windows[str(item)] = {"start_s": timeline.starts, "score": [round(p, 6) for p in timeline.scores]}
         rows = self._rows(timeline, str(item))
         return ItemResult(rows, {self._picture_name(item): draw_timeline(timeline, self.options["threshold"])})
 
@@ -313,7 +317,8 @@ class BehaviorPredictor(Predictor):
         events = [{"video": r.group, "start_s": r.extras["start_s"], "end_s": r.extras["end_s"],
                    "score": r.extras["score"]} for r in rows if r.extras.get("event") != ""]
         return {"events": len(events), "event_seconds": round(sum(e["end_s"] - e["start_s"] for e in events), 3),
-                "event_list": events}
+                "event_list": events, "window_scores": {video: self._windows[video] for video in
+                                                        dict.fromkeys(r.group for r in rows) if video in self._windows}}
 
     def predict_bytes(self, data: bytes, filename: str) -> dict[str, Any]:
         """One uploaded video: its events and window scores (the service enforces size limits)."""

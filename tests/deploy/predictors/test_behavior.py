@@ -95,6 +95,7 @@ def test_finds_the_bright_segments_of_a_long_video(tmp_path: Path) -> None:
     assert [r["pred"] for r in rows] == ["tail", "tail"] and rows[0]["item_id"] == "long.mp4#0"
     assert float(rows[0]["score_tail"]) == pytest.approx(first["score"], abs=1e-5) and first["score"] > 0.9
     assert (tmp_path / "out" / "pictures" / "long_timeline.png").is_file()
+    assert len(summary["window_scores"][str(video)]["score"]) == 39
     timeline = predictor.last_timeline
     assert timeline is not None and len(timeline.scores) == 39  # (40 - 2) / 1 + 1
     assert timeline.frames_decoded == probe_video(video).num_frames  # one pass over the video
@@ -215,9 +216,11 @@ def test_windows_on_the_test_events_score_as_the_run_did(trained_run: Path, tmp_
             checked += 1
     assert checked == len(test) > 0
     out = tmp_path / "predict"
-    summary = predict([str(trained_run), str(path.parent), "--out", str(out), "--no-progress", "stride_s=2"])
+    videos = sorted(path.parent.glob("*.mp4"))[:2]
+    summary = predict([str(trained_run), *map(str, videos), "--out", str(out), "--no-progress", "stride_s=2"])
     assert summary["backend"] == "torch" and summary["options"]["stride_s"] == 2.0
-    assert len(list((out / "pictures").glob("*_timeline.png"))) == summary["items"] == 16
+    assert len(list((out / "pictures").glob("*_timeline.png"))) == summary["items"] == 2
+    assert len(summary["window_scores"][str(videos[0])]["score"]) == 6  # 12 s videos, 2 s windows every 2 s
 
 
 @pytest.mark.slow
