@@ -27,6 +27,7 @@ from suite.io import check_output_dir, make_output_dir
 from suite.run_dir import (
     RunDir,
     acquire_run_lock,
+    guard_run_dir,
     guard_sweep_dir,
     keep_previous_hydra_config,
     launch_rank,
@@ -393,6 +394,9 @@ class LaunchChecks(_HydraCallback):
         if launch_rank() > 0:  # DDP's extra processes run in rank 0's dir, which rank 0 holds
             return
         try:
+            # config values first: a refused value writes nothing (no .hydra/, no log) into the run dir
+            validate_config(config)
+            guard_run_dir(run_dir, config)  # a finished run is refused without a file written
             make_output_dir(run_dir, "hydra.run.dir")
             note = acquire_run_lock(run_dir, "hydra.run.dir")
             if note:
