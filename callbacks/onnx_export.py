@@ -18,7 +18,8 @@ from typing import Any
 import lightning as L
 from lightning.pytorch.utilities import rank_zero_warn
 
-from suite.exporting import DEFAULT_OPSET, DEFAULT_PARITY_ITEMS, ParityInputs, export_module
+from suite.errors import ConfigError
+from suite.exporting import DEFAULT_OPSET, DEFAULT_PARITY_ITEMS, MIN_OPSET, ParityInputs, export_module
 
 
 def exports(module: Any) -> bool:
@@ -37,6 +38,13 @@ class OnnxExport(L.Callback):
 
     def __init__(self, enabled: bool = True, folder: str | None = None, opset: int = DEFAULT_OPSET,
                  parity_items: int = DEFAULT_PARITY_ITEMS, latency_runs: int = 10, strict: bool = False):
+        # refused when the run starts, not after its training
+        if opset < MIN_OPSET:
+            raise ConfigError(f"callbacks.onnx_export.opset={opset}: the networks keep PyTorch's numerics from "
+                              f"opset {MIN_OPSET} on; give {MIN_OPSET} or more")
+        if parity_items < 1 or latency_runs < 0:
+            raise ConfigError("callbacks.onnx_export: parity_items must be at least 1 and latency_runs at least 0, "
+                              f"got {parity_items} and {latency_runs}")
         self.enabled = enabled
         self.folder = folder
         self.opset = opset

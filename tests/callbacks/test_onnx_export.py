@@ -16,6 +16,7 @@ from lightning_modules.base import SuiteModule
 from lightning_modules.nets.segmentation import UNet
 from lightning_modules.segmentation import SegmentationModule
 from suite.contracts import DataSpec, Head, InputSpec
+from suite.errors import ConfigError
 from tests.conftest import compose_train_config
 
 SPEC = DataSpec("segmentation", (Head("mask", ("background", "foreground"), positive=1),),
@@ -116,6 +117,12 @@ def test_a_module_without_export_graphs_is_told_at_setup(tmp_path: Path) -> None
     with pytest.warns(UserWarning, match="no export graphs"):
         callback.setup(trainer(tmp_path, callback), module(NoExport), "fit")
     assert not exports(module(NoExport)) and exports(module())
+
+
+@pytest.mark.parametrize("settings", [{"opset": 10}, {"parity_items": 0}, {"latency_runs": -1}])
+def test_bad_settings_are_refused_before_training(settings: dict[str, int]) -> None:
+    with pytest.raises(ConfigError, match="callbacks.onnx_export"):
+        OnnxExport(**settings)
 
 
 @pytest.mark.parametrize("experiment", EXPERIMENTS)
