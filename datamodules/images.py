@@ -3,8 +3,9 @@
 - :func:`read_image`: RGB uint8 ``[H, W, 3]`` from any PNG/JPEG/TIFF/BMP (grey, grey+alpha,
   palette, RGB(A), CMYK; 8/16-bit, float in [0, 1] or [0, 255]), turned as its EXIF orientation says
   (as an image viewer shows it).
-- :func:`read_mask`: the stored values, 2-D (palette PNGs give their indices, 16-bit masks keep their
-  16-bit values); a mask in colour is refused with the colours it holds and how to convert it.
+- :func:`read_mask`: the stored values, 2-D (palette PNGs in colour give their indices, grey palettes
+  their grey values; 16-bit masks keep their 16-bit values); a mask in colour is refused with the
+  colours it holds and how to convert it.
 - :func:`read_pair`: an image and its mask on one pixel grid, the EXIF orientation of the image applied
   to both when that is what the file sizes say (see :func:`pair_layout`).
 
@@ -269,19 +270,26 @@ def _mask_values(array: np.ndarray, path: Path) -> np.ndarray:
 
 def _read_mask_stored(path: Path, header: Header) -> np.ndarray:
     if header.mode in ("P", "PA"):
-        # palette PNGs (e.g. Pascal VOC): the indices are the classes; OpenCV would give their colours
+        # Palette PNGs in colour (e.g. Pascal VOC): the indices are the classes (OpenCV would give the colours'
+        # grey levels). A grey palette (CDnet ground truth) shows its grey values: those are what is meant.
         from PIL import Image
 
         try:
             with Image.open(path) as img:
-                return np.asarray(img if img.mode == "P" else img.convert("P"))
+                indices = np.asarray(img if img.mode == "P" else img.convert("P"))
+                palette = np.asarray(img.getpalette() or [], np.uint8).reshape(-1, 3)
         except Exception as err:
             raise DataError(f"cannot read mask (corrupt or not an image): {path} ({err})") from None
+        used = palette[: int(indices.max()) + 1] if indices.size and len(palette) > indices.max() else None
+        if used is not None and (used == used[:, :1]).all():
+            return used[:, 0][indices]
+        return indices
     return _mask_values(_decode(path, "mask"), path)
 
 
 def read_mask(path: str | Path, header: Header | None = None) -> np.ndarray:
-    """The mask's stored values as a 2-D array (8/16-bit or float as stored; palette PNGs give their indices),
+    """The mask's stored values as a 2-D array (8/16-bit or float as stored; palette PNGs in colour give their
+    indices, grey palettes their grey values),
     turned by the mask's own EXIF orientation if it has one."""
     path = Path(path)
     header = header or read_header(path, "mask")

@@ -62,6 +62,9 @@ def test_palette_mask_gives_its_indices(tmp_path: Path) -> None:
     img.putpalette([0, 0, 0, 128, 0, 0, 0, 128, 0] + [0] * 759)  # Pascal VOC colours
     img.save(tmp_path / "voc.png")
     assert np.array_equal(read_mask(tmp_path / "voc.png"), indices)
+    img.putpalette([0, 0, 0, 255, 255, 255, 170, 170, 170] + [0] * 759)  # a grey palette: its greys are meant
+    img.save(tmp_path / "grey.png")
+    assert np.array_equal(read_mask(tmp_path / "grey.png"), np.array([0, 255, 170], np.uint8)[indices])
 
 
 def test_colour_mask_is_refused_with_its_colours(tmp_path: Path) -> None:
