@@ -5,6 +5,11 @@ the splits; with only ``train`` and ``val``, a seeded ``test_fraction`` of ``tra
 the test split; otherwise a seeded three-way split of ``val_fraction`` and ``test_fraction``. The
 test split is never used to select the checkpoint. When ``root`` is unset a synthetic dataset in
 the same layout is generated under ``synthetic_dir``.
+
+Images and masks are read by :mod:`datamodules.images` (masks as stored, EXIF orientation applied
+to both as their sizes say); at setup every header is read and the masks' values are checked
+(:mod:`datamodules.masks`), so data that would be read wrong is refused before training, naming the
+files and what they hold. How images of other sizes are batched: see the transforms section below.
 """
 
 from __future__ import annotations
