@@ -1,23 +1,25 @@
-"""Export a trained LEGO run for the Raspberry Pi: ONNX fp32 + int8, parity and latency checks, bundle.
+"""Export a trained run (any task) to ONNX; a LEGO run also gets int8 models and the Raspberry Pi bundle.
 
-    python export.py <run dir> [--ckpt best|last|<file>] [--out DIR] [quant=auto|<recipe>,...] [opset=18]
-                     [calib_images=256] [parity_images=256] [latency_runs=50] [threads=1,4]
+    python export.py <run dir> [--ckpt best|last|<file>] [--out DIR] [opset=11] [parity_images=256]
+                     [latency_runs=50] [quant=auto|none|<recipe>,...] [calib_images=256] [threads=1,4]
                      [require_int8=false] [data.<key>=...]
     make export-pi RUN=<run dir> [ARGS='k=v ...']
 
 Keys without a dot are export options (``ExportOptions``); dotted keys override the run's config
-(e.g. ``data.root=<dir>`` to calibrate on another copy of the data). The first spelling,
+(e.g. ``data.root=<dir>`` to read another copy of the data). The first spelling,
 ``python export.py run_dir=<run dir> checkpoint=last out=<dir>``, still works and prints the new one.
 
 Writes ``<run>/export/`` (or ``--out``) as a unit (a ``.partial`` folder renamed at the end, so a failed
-export leaves the earlier one whole): ``lego_classifier_fp32.onnx`` (one file, dynamic batch, input
-``image``, outputs ``part_logits``/``color_logits``), ``int8/<recipe>.onnx`` (ONNX Runtime static
-quantization calibrated on training images), ``parity.json``, ``latency.json`` and ``pi_bundle/``
-(models/lego_classifier.onnx = the fastest int8 recipe that keeps the top-1 agreement, else fp32;
-config/part_names.json, color_names.json, preprocessing.json; the predictor).
-Exit codes: 0 when the fp32 graph matches PyTorch (with an int8 model, or a loud note that int8 was not
-shipped); 2 for a bad option, an fp32 graph that disagrees with PyTorch, or no int8 model under
-``require_int8=true``.
+export leaves the earlier one whole): the task's bundle from ``suite.exporting`` (``<graph>.onnx``,
+``preprocessing.json``, ``parity.json``, ``spec.json``), which ``predict.py`` and the service read. A LEGO
+run adds ``int8/`` (``lego_classifier_fp32.onnx``: the logits graph, input ``image``, outputs
+``part_logits``/``color_logits``; ``<recipe>.onnx``: ONNX Runtime static quantization calibrated on training
+images; ``parity.json`` and ``latency.json``) and ``pi_bundle/`` (models/lego_classifier.onnx = the fastest
+int8 recipe that keeps the top-1 agreement, else fp32; config/part_names.json, color_names.json,
+preprocessing.json; the predictor).
+Exit codes: 0 when the fp32 graphs match PyTorch (for LEGO with an int8 model, or with a loud note that
+int8 was not shipped); 2 for a bad option, an fp32 graph that disagrees with PyTorch, or no int8 model
+under ``require_int8=true``.
 """
 
 from __future__ import annotations
@@ -39,12 +41,14 @@ from suite.run_dir import RunDir, parse_overrides
 
 log = logging.getLogger(__name__)
 
-# torch 2.14's dynamo exporter writes opset 18 and up: asked for less it fails to convert down and silently
-# keeps 18. Opsets 11-17 (the seed asks for 11) go through the TorchScript exporter instead. Per-channel int8
-# needs opset 13: ONNX Runtime's quantizer raises an older int8 model to 13 (the fp32 model keeps its opset).
+# Opsets as suite.exporting writes them: 11 by default (the seed's), the lowest at which the suite's networks
+# keep PyTorch's numerics. Below 18 the graphs go through the TorchScript exporter: torch 2.14's dynamo exporter
+# writes 18 and up (asked for less it fails to convert down and keeps 18). Per-channel int8 needs opset 13's
+# QuantizeLinear axis: an older graph is converted up to 13 before quantization (the fp32 models keep theirs).
 MIN_OPSET = 11
+DEFAULT_OPSET = 11
 DYNAMO_MIN_OPSET = 18
-DEFAULT_OPSET = 18
+QUANT_MIN_OPSET = 13
 # the layer groups a recipe may keep in fp32 (see layer_groups)
 LAYER_GROUPS = ("stem", "heads", "se", "depthwise")
 CALIBRATIONS = ("minmax", "minmax_ma", "percentile", "entropy")
@@ -294,6 +298,16 @@ def layer_groups(path: Path) -> dict[str, list[str]]:
     return groups
 
 
+def _raise_opset(path: Path, opset: int) -> None:
+    """Convert the model at ``path`` up to ``opset`` when it is older (per-channel QDQ needs 13's ``axis``)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    current = next((o.version for o in model.opset_import if o.domain in ("", "ai.onnx")), opset)
+    if current < opset:
+        onnx.save(onnx.version_converter.convert_version(model, opset), str(path))
+
+
 @contextmanager
 def _float32_safe_histograms() -> Iterator[None]:
     """Let ORT's histogram calibrators (percentile, entropy) bin a tensor whose values all lie within a few
@@ -348,6 +362,7 @@ def quantize(fp32: Path, out: Path, recipe: str | Int8Recipe, calibration: Any, 
         # ORT's pre-processing (shape inference, graph clean-up) is what its quantizer expects as input
         pre = Path(tmp) / "pre.onnx"
         quant_pre_process(str(fp32), str(pre), skip_symbolic_shape=True)
+        _raise_opset(pre, QUANT_MIN_OPSET)
         groups = layer_groups(pre)
         exclude = sorted({n for g in spec.keep_fp32 for n in groups[g]})
         calibrate_method = {"minmax": CalibrationMethod.MinMax, "minmax_ma": CalibrationMethod.MinMax,
@@ -509,46 +524,47 @@ def announce_fp32_fallback(int8: dict[str, dict[str, Any]], threshold: float, re
 # -- main -----------------------------------------------------------------------------------------
 def export_run(run_dir: str | Path | RunDir, ckpt: str = "best", out: str | Path | None = None,
                overrides: Sequence[str] = ()) -> dict[str, Any]:
-    """Export ``ckpt`` of a lego run to ``out`` (default ``<run dir>/export``); ``overrides`` are
-    export options (``quant=auto``) and run-config overrides (``data.root=<dir>``).
+    """Export ``ckpt`` of a run of any task to ``out`` (default ``<run dir>/export``): the task's bundle
+    (``suite.exporting``: its graphs, preprocessing.json, parity.json, spec.json); a lego run also gets
+    ``int8/`` (the logits graph, the int8 recipes, their parity and latency) and ``pi_bundle/``.
+    ``overrides`` are export options (``quant=auto``) and run-config overrides (``data.root=<dir>``).
 
-    The folder is written as a unit: everything goes to ``<out>.partial``, renamed to ``out`` when the
-    export is done (a failure leaves no half-written folder beside the earlier export)."""
+    The folder is written as a unit (``suite.io.output_folder``): a failure leaves the earlier export
+    whole, never old reports beside new models. A failed LEGO parity check keeps its reports in
+    ``<out>.failed`` for the user to read."""
+    from suite import exporting
+    from suite.io import OUTPUT_MARKER, output_folder
+
     run = run_dir if isinstance(run_dir, RunDir) else RunDir(Path(run_dir))
     options, run_overrides = split_options(overrides)  # bad values stop here, before any loading
     out = Path(out).expanduser() if out else run.export_dir
-    partial = out.with_name(out.name + ".partial")
-    shutil.rmtree(partial, ignore_errors=True)  # a killed export's leftovers
-    partial.mkdir(parents=True)
-    try:
-        result = _export_into(run, ckpt, partial, options, run_overrides)
-    except ParityError as err:
-        # the failed attempt's reports are kept for the user to read, apart: ``out`` keeps the last good export
-        failed = out.with_name(out.name + ".failed")
-        shutil.rmtree(failed, ignore_errors=True)
-        partial.replace(failed)
-        kept = f"{out} was left as it was" if out.exists() else f"nothing was written to {out}"
-        raise ParityError(f"{err}. The reports of this attempt are in {failed}; {kept}.") from None
-    except BaseException:
-        shutil.rmtree(partial, ignore_errors=True)
-        raise
-    _replace_folder(partial, out)
-    result["bundle"] = str(out / "pi_bundle")
+    cfg = run.config(run_overrides, weights_from_checkpoint=True)  # not a run dir: stops here
+    lego = "lego" in str(cfg.model.get("_target_", ""))
+    with output_folder(out, kind=exporting.EXPORT_KIND, option="--out", replace=True,
+                       record={"checkpoint": ckpt, "opset": options.opset}) as partial:
+        staging = partial / "task_bundle"
+        print(f"exporting {run} ({ckpt} checkpoint), opset {options.opset}", flush=True)
+        result: dict[str, Any] = {"parity": exporting.export_run(
+            run.path, ckpt, staging, opset=options.opset, parity_items=options.parity_images,
+            overrides=run_overrides, latency_runs=options.latency_runs, strict=True,
+            tolerance=exporting.Tolerance(max_abs_diff=options.fp32_tol, min_agreement=options.fp32_min_agreement))}
+        (staging / OUTPUT_MARKER).unlink(missing_ok=True)
+        for item in staging.iterdir():  # the task's bundle is the export folder's top level
+            item.replace(partial / item.name)
+        staging.rmdir()
+        if lego:
+            try:
+                result["pi"] = _export_into(run, ckpt, partial, options, run_overrides)
+            except ParityError as err:
+                failed = out.with_name(out.name + ".failed")
+                shutil.rmtree(failed, ignore_errors=True)
+                shutil.copytree(partial, failed)
+                kept = f"{out} was left as it was" if out.exists() else f"nothing was written to {out}"
+                raise ParityError(f"{err}. The reports of this attempt are in {failed}; {kept}.") from None
+        elif options.quant not in ("auto", "none"):
+            print(f"note: quant={options.quant} ignored: int8 recipes are for lego runs")
     print(f"export: {out}")
-    return result
-
-
-def _replace_folder(partial: Path, out: Path) -> None:
-    """``partial`` becomes ``out``; an earlier ``out`` is removed only once the new one is in place."""
-    import os
-
-    old = None
-    if out.exists():
-        old = out.with_name(f".{out.name}.old-{os.getpid()}")
-        os.replace(out, old)
-    os.replace(partial, out)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
+    return {**result, "bundle": str(out)}
 
 
 def _export_into(run: RunDir, ckpt: str, out: Path, options: ExportOptions,
@@ -563,8 +579,9 @@ def _export_into(run: RunDir, ckpt: str, out: Path, options: ExportOptions,
     calib, _ = stacked_images(datamodule, "train", options.calib_images)
     images, items = stacked_images(datamodule, "test", options.parity_images)
 
-    fp32 = out / "lego_classifier_fp32.onnx"
-    print(f"exporting lego_classifier_fp32.onnx (opset {options.opset})", flush=True)
+    work = out / "int8"
+    fp32 = work / "lego_classifier_fp32.onnx"
+    print(f"exporting int8/lego_classifier_fp32.onnx, the logits graph for the Pi (opset {options.opset})", flush=True)
     export_onnx(net, fp32, images, opset=options.opset)
     reference = run_torch(net, images)
     fp32_cmp = compare(reference, run_onnx(fp32, images))
@@ -575,7 +592,7 @@ def _export_into(run: RunDir, ckpt: str, out: Path, options: ExportOptions,
     paths: dict[str, Path] = {}
     for recipe in options.recipes() if fp32_ok else []:
         print(f"quantizing: {recipe}", flush=True)
-        path = quantize(fp32, out / "int8" / f"{recipe}.onnx", recipe, calib, options.calibration)
+        path = quantize(fp32, work / f"{recipe}.onnx", recipe, calib, options.calibration)
         paths[recipe] = path
         outputs = run_onnx(path, images)
         cmp = compare(reference, outputs)
@@ -611,15 +628,15 @@ def _export_into(run: RunDir, ckpt: str, out: Path, options: ExportOptions,
                                           if "1" in v and "torch_fp32" in lat and "1" in lat["torch_fp32"]},
         "chosen_int8": best,
     }
-    atomic_write_json(out / "parity.json", parity)
-    atomic_write_json(out / "latency.json", latency_report)
+    atomic_write_json(work / "parity.json", parity)
+    atomic_write_json(work / "latency.json", latency_report)
     _print_summary(parity, latency_report)
     if not fp32_ok:
-        raise ParityError(f"the fp32 ONNX graph disagrees with PyTorch: {fp32_cmp} (see parity.json)")
+        raise ParityError(f"the fp32 logits graph disagrees with PyTorch: {fp32_cmp} (see int8/parity.json)")
     if best is None and options.require_int8:
         raise ParityError(
             f"require_int8=true: no int8 recipe keeps {options.int8_min_agreement:.0%} top-1 agreement with "
-            f"PyTorch ({ {v: r['min_top1_agreement'] for v, r in int8.items()} }); see parity.json. "
+            f"PyTorch ({ {v: r['min_top1_agreement'] for v, r in int8.items()} }); see int8/parity.json. "
             "Pass require_int8=false to ship the fp32 model"
         )
     if best is None:
@@ -638,7 +655,7 @@ def _export_into(run: RunDir, ckpt: str, out: Path, options: ExportOptions,
 
 
 def _print_summary(parity: dict[str, Any], lat: dict[str, Any]) -> None:
-    print("\nparity vs PyTorch on", parity["images"], "test images:")
+    print("\nint8/: parity of the logits graph vs PyTorch on", parity["images"], "test images:")
     for name, v in parity["fp32"]["outputs"].items():
         print(f"  fp32 {name}: max|diff| {v['max_abs_diff']:.2e}, top-1 agreement {v['top1_agreement']:.4f}")
     for variant, r in parity["int8"]["variants"].items():

@@ -42,8 +42,12 @@ def lego_run(tmp_path_factory: pytest.TempPathFactory, shared_data_dir: Path) ->
 def test_export_writes_parity_latency_and_bundle(lego_run: Path) -> None:
     export.main([str(lego_run), *INT8_ANY])
     out = lego_run / "export"
-    parity = json.loads((out / "parity.json").read_text())
-    latency = json.loads((out / "latency.json").read_text())
+    # the task's bundle (suite.exporting), which predict.py and the service read
+    for name in ("model.onnx", "preprocessing.json", "parity.json", "spec.json"):
+        assert (out / name).is_file(), name
+    assert json.loads((out / "parity.json").read_text())["graphs"]["model"]["passed"] is True
+    parity = json.loads((out / "int8" / "parity.json").read_text())
+    latency = json.loads((out / "int8" / "latency.json").read_text())
     assert parity["passed"] and parity["split"] == "test" and parity["sources"] == ["real"]
     for name in ("part_logits", "color_logits"):
         assert parity["fp32"]["outputs"][name]["max_abs_diff"] < 1e-3
@@ -52,11 +56,11 @@ def test_export_writes_parity_latency_and_bundle(lego_run: Path) -> None:
     assert {"torch_fp32", "ort_fp32", "ort_int8_qdq_channel"} <= set(latency["models"])
     assert all(v["1"] > 0 for v in latency["models"].values())
     assert latency["compute_floor_ms_1thread"] > 0
-    model = onnx.load(str(out / "lego_classifier_fp32.onnx"))
+    model = onnx.load(str(out / "int8" / "lego_classifier_fp32.onnx"))
     assert [i.name for i in model.graph.input] == ["image"]
     assert [o.name for o in model.graph.output] == ["part_logits", "color_logits"]
     assert model.graph.input[0].type.tensor_type.shape.dim[0].dim_param  # dynamic batch
-    assert not list(out.glob("*.data"))  # one file, no external data
+    assert not list(out.rglob("*.data"))  # one file, no external data
     bundle = out / "pi_bundle"
     for rel in ("models/lego_classifier.onnx", "config/part_names.json", "config/color_names.json",
                 "config/preprocessing.json", "lego_predictor.py"):
@@ -79,7 +83,7 @@ def test_bundle_predictor_matches_torch_on_a_real_split_image(lego_run: Path) ->
     cfg, datamodule, module = export.load_run(lego_run, "best", ["data.batch_size=4"])
     assert cfg.data.batch_size == 4 and cfg.model.pretrained is False  # overrides reach the run's config
     item = datamodule.splits["test"][0]
-    loader = ClassifierLoader(lego_run / "export" / "pi_bundle", model_path=lego_run / "export" /
+    loader = ClassifierLoader(lego_run / "export" / "pi_bundle", model_path=lego_run / "export" / "int8" /
                               "lego_classifier_fp32.onnx")
     rgb = cv2.cvtColor(cv2.imread(str(item["path"])), cv2.COLOR_BGR2RGB)
     batch = preprocess(rgb, loader.config)
@@ -112,7 +116,7 @@ def test_export_fails_loudly_when_the_graph_is_broken(lego_run: Path, monkeypatc
     assert exit_info.value.code == 2
     assert not out.exists()  # nothing is shipped from a failed export
     failed = lego_run / "broken_export.failed"  # its reports are kept apart for the user to read
-    parity = json.loads((failed / "parity.json").read_text())
+    parity = json.loads((failed / "int8" / "parity.json").read_text())
     assert parity["passed"] is False and parity["fp32"]["passed"] is False
     assert not (failed / "pi_bundle").exists()
 
@@ -135,14 +139,15 @@ def test_no_int8_ships_fp32_loudly_and_exits_0(lego_run: Path, monkeypatch: pyte
     out = lego_run / "fp32_fallback"
     export.main([str(lego_run), "--out", str(out), *FAST_EXPORT, "opset=11"])  # returns: exit status 0
     assert "INT8 NOT SHIPPED" in capsys.readouterr().err
-    parity = json.loads((out / "parity.json").read_text())
+    parity = json.loads((out / "int8" / "parity.json").read_text())
     assert parity["passed"] is True and parity["int8"]["chosen"] is None and parity["int8"]["shipped"] is False
     assert parity["int8"]["variants"]["qdq_channel"]["min_top1_agreement"] < 0.99
     bundle = out / "pi_bundle"
-    assert (bundle / "models" / "lego_classifier.onnx").read_bytes() == (out / "lego_classifier_fp32.onnx").read_bytes()
+    fp32 = out / "int8" / "lego_classifier_fp32.onnx"
+    assert (bundle / "models" / "lego_classifier.onnx").read_bytes() == fp32.read_bytes()
     assert json.loads((bundle / "config" / "preprocessing.json").read_text())["precision"] == "fp32"
-    model = onnx.load(str(out / "lego_classifier_fp32.onnx"))
-    assert [o.version for o in model.opset_import if o.domain in ("", "ai.onnx")] == [11]  # the seed's opset
+    for path in (fp32, out / "model.onnx"):  # the seed's opset, through the TorchScript exporter
+        assert [o.version for o in onnx.load(str(path)).opset_import if o.domain in ("", "ai.onnx")] == [11]
 
 
 def test_require_int8_true_is_strict(lego_run: Path, monkeypatch: pytest.MonkeyPatch,
@@ -154,14 +159,14 @@ def test_require_int8_true_is_strict(lego_run: Path, monkeypatch: pytest.MonkeyP
     assert exit_info.value.code == 2
     assert "require_int8=true: no int8 recipe keeps" in capsys.readouterr().err
     assert not out.exists()
-    assert json.loads((lego_run / "strict.failed" / "parity.json").read_text())["passed"] is False
+    assert json.loads((lego_run / "strict.failed" / "int8" / "parity.json").read_text())["passed"] is False
 
 
 def test_export_folder_is_written_as_a_unit(lego_run: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     out = lego_run / "unit"
     export.main([str(lego_run), "--out", str(out), *FAST_EXPORT, "quant=none"])
     before = {p.relative_to(out): p.read_bytes() for p in out.rglob("*") if p.is_file()}
-    (out / "int8").mkdir()
+    assert (out / "int8" / "lego_classifier_fp32.onnx").is_file() and not (out / "int8" / "stale.onnx").exists()
     (out / "int8" / "stale.onnx").write_bytes(b"from an earlier export")
     before[Path("int8/stale.onnx")] = b"from an earlier export"
 
@@ -218,3 +223,18 @@ def test_export_keeps_the_old_run_dir_spelling(tmp_path: Path, monkeypatch: pyte
     assert kwargs["overrides"] == ["quant=auto"]
     message = capsys.readouterr().err
     assert "deprecated" in message and f"python export.py {tmp_path} --ckpt last --out {tmp_path / 'o'}" in message
+
+
+@pytest.mark.slow
+def test_export_of_another_task_writes_its_bundle_only(make_cfg, tmp_path: Path) -> None:
+    run_dir = tmp_path / "segmentation_run"
+    cfg = make_cfg(["debug=fast", "data.synthetic_images=12", "data.synthetic_size=32", "model.log_images=0"],
+                   run_dir)
+    train(cfg)
+    (run_dir / ".hydra").mkdir(exist_ok=True)
+    OmegaConf.save(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), run_dir / ".hydra" / "config.yaml")
+    export.main([str(run_dir), "latency_runs=1", "parity_images=4"])
+    out = run_dir / "export"
+    assert json.loads((out / "preprocessing.json").read_text())["task"] == "segmentation"
+    assert json.loads((out / "parity.json").read_text())["passed"] is True
+    assert not (out / "int8").exists() and not (out / "pi_bundle").exists()  # int8 and the Pi bundle are LEGO's
