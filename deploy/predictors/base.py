@@ -56,12 +56,7 @@ class Predictor:
             raise ConfigError(f"unknown {self.task} predict option(s) {unknown}; options: {known}")
         out = dict(self.defaults)
         for key, value in given.items():
-            default = self.defaults[key]
-            try:
-                out[key] = type(default)(value) if default is not None and not isinstance(value, type(default)) \
-                    else value
-            except (TypeError, ValueError):
-                raise ConfigError(f"predict option {key}={value!r}: expected {type(default).__name__}") from None
+            out[key] = _typed_option(key, value, self.defaults[key])
         return out
 
     # -- the task's part -----------------------------------------------------------------------------
@@ -128,6 +123,35 @@ class Predictor:
             shutil.rmtree(tmp, ignore_errors=True)
             raise
         return summary
+
+
+_TRUE = ("true", "yes", "on", "1")
+_FALSE = ("false", "no", "off", "0")
+
+
+def _typed_option(key: str, value: Any, default: Any) -> Any:
+    """``value`` (a command-line string, or a value from Python) as the type of the option's default.
+
+    Booleans are read by their words: ``bool("false")`` is True, which would flip a switch the user turned off.
+    """
+    if default is None or isinstance(value, type(default)) and not (isinstance(default, int | float)
+                                                                    and isinstance(value, bool)):
+        return value
+    expected = type(default).__name__
+    if isinstance(default, bool):
+        word = str(value).strip().lower()
+        if word in _TRUE or word in _FALSE:
+            return word in _TRUE
+        raise ConfigError(f"predict option {key}={value!r}: expected true or false")
+    if isinstance(value, bool):
+        raise ConfigError(f"predict option {key}={value!r}: expected {expected}")
+    try:
+        converted = type(default)(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"predict option {key}={value!r}: expected {expected}") from None
+    if isinstance(converted, float) and converted != converted:  # nan passes float(); no option means it
+        raise ConfigError(f"predict option {key}={value!r}: expected a number")
+    return converted
 
 
 def _progress(items: Sequence[Any], enabled: bool, desc: str) -> Any:
