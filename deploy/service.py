@@ -60,7 +60,7 @@ FIELD = "file"
 MULTIPART_SLACK = 64 * 1024  # boundaries and part headers around the file bytes
 EXPORT_HINT = ("a bundle is the folder an export writes: <graph>.onnx files beside preprocessing.json (and "
                "parity.json); train.py writes one to <run dir>/export/ when a run ends (callbacks.onnx_export), "
-               "a finished run is exported with suite.exporting.export_run(<run dir>); serve it with "
+               "a finished run is exported with `python export.py <run dir>`; serve it with "
                "--bundle <run dir>/export")
 
 
@@ -244,8 +244,9 @@ def check_bundle_dir(path: Path) -> Path:
     if is_bundle(path):
         return path
     if (path / "config" / PREPROCESSING_JSON).is_file() and (path / "models").is_dir():
+        beside = (f"the bundle beside it: --bundle {path.parent}" if is_bundle(path.parent) else EXPORT_HINT)
         raise UserError(f"--bundle {path} is a LEGO Raspberry Pi bundle (export.py's pi_bundle/): serve it with "
-                        f"`python -m deploy.lego_service --bundle {path}`, or serve the generic bundle: {EXPORT_HINT}")
+                        f"`python -m deploy.lego_service --bundle {path}`, or serve {beside}")
     if (path / "export" / PREPROCESSING_JSON).is_file():
         raise UserError(f"--bundle {path} is a training run: its bundle is {path / 'export'} "
                         f"(or serve the checkpoint with --run {path})")
