@@ -382,8 +382,9 @@ def draw_timeline(timeline: Timeline, threshold: float, width: int = 900, height
     def y(p: float) -> int:
         return top + int(round((1.0 - p) * plot_h))
 
-    for event in timeline.events:
+    for event in timeline.events:  # filled, with a border so that events that touch stay two
         cv2.rectangle(img, (x(event["start_s"]), top), (x(event["end_s"]), top + plot_h), (255, 205, 160), -1)
+        cv2.rectangle(img, (x(event["start_s"]), top), (x(event["end_s"]), top + plot_h), (230, 140, 60), 1)
     cv2.rectangle(img, (left, top), (left + plot_w, top + plot_h), (0, 0, 0), 1)
     cv2.line(img, (left, y(threshold)), (left + plot_w, y(threshold)), (200, 0, 0), 1, cv2.LINE_AA)
     centres = [(s + e) / 2 for s, e in zip(timeline.starts, timeline.ends, strict=True)]
