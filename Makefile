@@ -14,7 +14,7 @@ help:
 	@echo "make train [EXPERIMENT=x] [ARGS='k=v ...']   train (default: segmentation on synthetic data)"
 	@echo "make sweep SWEEP=<name>      run a sweep preset from conf/sweep/ (Hydra multirun)"
 	@echo "make tensorboard [LOGDIR=d]  serve TensorBoard over outputs/ (or one run or sweep dir)"
-	@echo "make export-pi RUN=<run dir> ONNX + int8 export with parity and latency checks"
+	@echo "make export-pi RUN=<run dir> ONNX export of any run; LEGO: + int8 and the Pi bundle (fp32 if int8 loses agreement)"
 	@echo "make test / test-all         fast tests / all tests including slow ones"
 	@echo "make bench                   benchmarks under bench/ (print figures)"
 	@echo "make lint                    ruff"
@@ -44,8 +44,8 @@ tensorboard:
 	$(PYTHON) -m tensorboard.main --logdir $(LOGDIR) --bind_all
 
 export-pi:
-	@if [ -z "$(RUN)" ]; then echo "usage: make export-pi RUN=<run dir of a lego run>"; exit 2; fi
-	@if [ ! -f export.py ]; then echo "export-pi: export.py (lego ONNX export) is not built yet"; exit 2; fi
+	@if [ -z "$(RUN)" ]; then echo "usage: make export-pi RUN=<run dir> [ARGS='require_int8=true opset=11 ...']"; exit 2; fi
+	@if [ ! -f export.py ]; then echo "export-pi: export.py is missing"; exit 2; fi
 	$(PYTHON) export.py "$(RUN)" $(ARGS)
 
 bench:

@@ -1,5 +1,5 @@
 """EfficientNet-B0 LEGO classifier at 224 px (seed sizes: 200 parts, 50 colours), batch 1, one thread:
-torch eager fp32 vs ONNX Runtime fp32 vs each int8 static-quantization variant of export.py.
+torch eager fp32 vs ONNX Runtime fp32 vs each int8 recipe of export.py.
 
     python bench/bench_lego_export.py [--size 224] [--runs 40] [--threads 1]
 
@@ -45,7 +45,7 @@ def main() -> None:
         reference = export.run_torch(net, images)
         models = {"ort_fp32": fp32}
         agreement = {"ort_fp32": export.compare(reference, export.run_onnx(fp32, images))}
-        for variant in export.VARIANTS:
+        for variant in export.RECIPES:
             path = export.quantize(fp32, Path(tmp) / f"{variant}.onnx", variant, images)
             models[f"int8_{variant}"] = path
             agreement[f"int8_{variant}"] = export.compare(reference, export.run_onnx(path, images))

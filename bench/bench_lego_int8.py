@@ -84,7 +84,7 @@ def agreement(export: object, reference: dict, outputs: dict) -> dict[str, float
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs_dirs", nargs="+", metavar="RUN_DIR")
+    parser.add_argument("runs_dirs", nargs="*", metavar="RUN_DIR")
     parser.add_argument("--size", type=int, default=None, help="image size (default: the run's)")
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--runs", type=int, default=30)
@@ -94,6 +94,9 @@ def main() -> None:
     parser.add_argument("--calibration", default="auto")
     parser.add_argument("--with-val", action="store_true", help="measure agreement on the val split too")
     args = parser.parse_args()
+    if not args.runs_dirs:  # `make bench` runs every bench without arguments: this one needs trained runs
+        print("bench_lego_int8: give trained lego run dirs, e.g. python bench/bench_lego_int8.py <run dir> --size 224")
+        return
     os.environ.setdefault("NO_ALBUMENTATIONS_UPDATE", "1")
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     for run_dir in args.runs_dirs:
