@@ -216,7 +216,8 @@ class SegmentationDataModule(SuiteDataModule):
         return InputSpec("image", (3, size, size), IMAGENET_MEAN, IMAGENET_STD)
 
     def spec_extras(self) -> dict[str, Any]:
-        return {"foreground_value": self.foreground_value}
+        # how the run saw its images: a predictor resizes (not tiles) large images for a run trained on resized ones
+        return {"foreground_value": self.foreground_value, "resized_to": self.image_size}
 
     # -- transforms ----------------------------------------------------------------------
     # Samples of one batch must share a size. data.image_size resizes every image to a square;

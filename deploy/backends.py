@@ -17,11 +17,14 @@ from typing import Any, Protocol
 
 import numpy as np
 
+from suite.errors import DataError
+
 PREPROCESSING_JSON = "preprocessing.json"
 
 
-class BundleError(ValueError):
-    """A bundle folder is missing a file or holds one that does not match its manifest."""
+class BundleError(DataError):
+    """A bundle folder is missing a file or holds one that does not match its manifest (a user error:
+    the command line says so and exits 2)."""
 
 
 class Backend(Protocol):

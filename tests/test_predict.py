@@ -77,6 +77,9 @@ def test_bad_command_lines_exit_2_naming_the_problem(bundle: Path, images: Path,
                                                      capsys: pytest.CaptureFixture[str]) -> None:
     taken = tmp_path / "taken"
     taken.mkdir()
+    broken = tmp_path / "broken_bundle"  # a manifest whose graph file is gone
+    broken.mkdir()
+    (broken / "preprocessing.json").write_text((bundle / "preprocessing.json").read_text())
     (taken / "mine.txt").write_text("keep")
     cases = {
         "exists and is not empty": [str(bundle), str(images), "--out", str(taken)],
@@ -85,12 +88,13 @@ def test_bad_command_lines_exit_2_naming_the_problem(bundle: Path, images: Path,
         "not a run directory": [str(tmp_path), str(images), "--out", str(tmp_path / "o3")],
         "give at least one input": [str(bundle)],
         "--threads must be at least 1": [str(bundle), str(images), "--threads", "0"],
+        "bundle graph 'model' is missing": [str(broken), str(images), "--out", str(tmp_path / "o4")],
     }
     for message, argv in cases.items():
         assert exit_code(argv) == 2, message
         assert message in capsys.readouterr().err, message
     assert (taken / "mine.txt").read_text() == "keep" and sorted(p.name for p in taken.iterdir()) == ["mine.txt"]
-    assert not any((tmp_path / name).exists() for name in ("o1", "o2", "o3"))
+    assert not any((tmp_path / name).exists() for name in ("o1", "o2", "o3", "o4"))
 
 
 def test_options_are_listed(bundle: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,6 +1,6 @@
 """Segmentation predictor: images -> foreground masks at the input size, overlays, foreground fraction.
 
-    python predict.py <segmentation run | its bundle> <images or folders ...> [large=tile|resize]
+    python predict.py <segmentation run | its bundle> <images or folders ...> [large=auto|tile|resize]
                       [overlap=0.25] [threshold=<0-1>] [batch=8]
 
 Inputs: image files, or folders searched recursively for images (png, jpg, bmp, tif), read as training
@@ -12,11 +12,14 @@ Images are never cropped. The training size is the run's input size (``train_siz
 options: ``data.image_size`` or ``data.crop_size``); an image no larger than it, or any image of a run
 trained on whole images, goes through the net whole. A larger one is
 
-- ``large=tile`` (default): cut into overlapping tiles of the training size (``overlap``, a fraction of
+- ``large=tile``: cut into overlapping tiles of the training size (``overlap``, a fraction of
   the tile), whose probabilities are blended with weights that fall off towards each tile's edges, so
   the objects keep the scale the net was trained at and the tiles leave no seams;
 - ``large=resize``: resized to the training size and its probabilities resized back (what the run's
-  evaluation does when it trained with ``data.image_size``: use this for such runs).
+  evaluation does when it trained with ``data.image_size``).
+
+``large=auto`` (default) resizes for a run trained on resized images (the spec's ``resized_to``) and
+tiles for a run trained on crops or whole images.
 
 Outputs: ``pictures/masks/<name>.png`` (0/255, the input's size), ``pictures/overlays/<name>.png``
 (foreground tinted red); ``predictions.csv`` extras ``width``, ``height``, ``foreground_fraction``,
@@ -87,7 +90,9 @@ class SegmentationPredictor(Predictor):
 
     task = "segmentation"
     defaults = {
-        "large": "tile",  # images larger than the training size: tile (default) or resize
+        # images larger than the training size: tile or resize; auto = resize for a run trained on resized
+        # images (data.image_size), tile for one trained on crops or whole images
+        "large": "auto",
         "overlap": 0.25,  # tiles overlap by this fraction of the tile
         "threshold": None,  # foreground above this probability (default: the run's model.threshold)
         "batch": 8,  # tiles per call of the graph
@@ -96,6 +101,8 @@ class SegmentationPredictor(Predictor):
     def __init__(self, backend: Any, options: dict[str, Any] | None = None):
         super().__init__(backend, options)
         run = self.meta.get("options", {})
+        if self.options["large"] == "auto":
+            self.options["large"] = "resize" if self.meta.get("extras", {}).get("resized_to") else "tile"
         if self.options["large"] not in LARGE_MODES:
             raise ConfigError(f"predict option large={self.options['large']!r}: choose one of {', '.join(LARGE_MODES)}")
         if not 0.0 <= float(self.options["overlap"]) < 1.0:

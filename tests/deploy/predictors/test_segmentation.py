@@ -140,3 +140,11 @@ def test_predict_bytes_answers_the_fraction_and_the_mask(tmp_path: Path) -> None
     json.dumps(answer)  # the service sends it as JSON
     with pytest.raises(DataError, match="upload.png"):
         SegmentationPredictor(RedBackend()).predict_bytes(b"not an image", "upload.png")
+
+
+def test_large_auto_resizes_for_runs_trained_on_resized_images_and_tiles_otherwise() -> None:
+    resized = RedBackend()
+    resized.meta["extras"] = {"resized_to": 32}
+    assert SegmentationPredictor(resized).options["large"] == "resize"
+    assert SegmentationPredictor(RedBackend()).options["large"] == "tile"
+    assert SegmentationPredictor(resized, {"large": "tile"}).options["large"] == "tile"
