@@ -11,7 +11,8 @@ labels (per clip, and the share of fight time covered), and wall time and peak R
 sliding window decodes each video once and holds only a few windows' frames, so the peak should stay
 the same at 10x the length. ``key=value`` items go to the predictor (stride_s, threshold, min_gap_s ...).
 
-Skips (exit 0) when ../shared/data/grouped_video or ffmpeg is absent. Timings on a shared machine drift;
+Skips (exit 0) when ../shared/data/grouped_video is absent; without an ffmpeg binary the clips are
+re-encoded and repeated with PyAV (the same libav) instead. Timings on a shared machine drift;
 compare the two runs of one invocation.
 """
 
@@ -29,6 +30,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from datamodules.video import probe_video  # noqa: E402
@@ -56,6 +58,67 @@ def normalise(src: str, dst: Path) -> None:
     vf = f"scale={w}:{h}:force_original_aspect_ratio=decrease,pad={w}:{h}:(ow-iw)/2:(oh-ih)/2,fps={FPS},format=yuv420p"
     subprocess.run(["ffmpeg", "-v", "error", "-y", "-i", src, "-an", "-vf", vf, "-c:v", "libx264", "-preset",
                     "veryfast", "-crf", "23", "-g", str(2 * FPS), str(dst)], check=True)
+
+
+def letterbox(frame, size: tuple[int, int]) -> np.ndarray:  # noqa: ANN001 - an av.VideoFrame
+    """RGB at ``size`` with the aspect ratio kept (black bars), as ffmpeg's scale+pad filters above."""
+    w, h = size
+    scale = min(w / frame.width, h / frame.height)
+    sw, sh = max(2, int(frame.width * scale) // 2 * 2), max(2, int(frame.height * scale) // 2 * 2)
+    out = np.zeros((h, w, 3), np.uint8)
+    y, x = (h - sh) // 2, (w - sw) // 2
+    out[y:y + sh, x:x + sw] = frame.reformat(width=sw, height=sh, format="rgb24").to_ndarray()
+    return out
+
+
+def concat_pyav(sources: list[str], dst: Path) -> list[float]:
+    """Without ffmpeg: the clips re-encoded into one video at SIZE and FPS with PyAV (frames resampled to FPS by
+    the nearest earlier frame); returns each clip's duration in the output."""
+    import av
+
+    durations = []
+    with av.open(str(dst), mode="w") as out:
+        stream = out.add_stream("libx264", rate=FPS)
+        stream.width, stream.height, stream.pix_fmt = SIZE[0], SIZE[1], "yuv420p"
+        stream.options = {"crf": "23", "preset": "veryfast", "g": str(2 * FPS)}
+        for src in sources:
+            with av.open(src) as container:
+                video = container.streams.video[0]
+                frames = [(float(f.time or 0.0), letterbox(f, SIZE)) for f in container.decode(video)]
+            start = frames[0][0]
+            span = frames[-1][0] - start + 1.0 / float(video.average_rate or FPS)
+            count = max(1, int(round(span * FPS)))
+            j = 0
+            for k in range(count):
+                while j + 1 < len(frames) and frames[j + 1][0] - start <= k / FPS + 1e-6:
+                    j += 1
+                for packet in stream.encode(av.VideoFrame.from_ndarray(frames[j][1], format="rgb24")):
+                    out.mux(packet)
+            durations.append(count / FPS)
+        for packet in stream.encode():
+            out.mux(packet)
+    return durations
+
+
+def repeat_pyav(src: Path, dst: Path, times: int) -> None:
+    """``src`` played ``times`` times, by copying its packets with shifted timestamps (no re-encoding)."""
+    import av
+
+    with av.open(str(src)) as first:
+        duration = first.streams.video[0].duration  # in stream time base
+    with av.open(str(dst), mode="w") as out:
+        for i in range(times):
+            with av.open(str(src)) as container:
+                video = container.streams.video[0]
+                if i == 0:
+                    stream = out.add_stream_from_template(video)
+                for packet in container.demux(video):
+                    if packet.dts is None:
+                        continue
+                    packet.pts += i * duration
+                    packet.dts += i * duration
+                    packet.stream = stream
+                    out.mux(packet)
 
 
 def concat(parts: list[Path], dst: Path, repeat: int = 1) -> None:
@@ -119,27 +182,27 @@ def main() -> None:
     if not GROUPED.is_dir() and args.manifest is None:
         print(f"skipped: {GROUPED} not found (the real grouped clips are not on this machine)")
         return
-    if shutil.which("ffmpeg") is None:
-        print("skipped: ffmpeg not found")
-        return
     work = args.work or Path(tempfile.mkdtemp(prefix="bench_behavior_predict_"))
     work.mkdir(parents=True, exist_ok=True)
     clips = clips_of(args.manifest)
-    parts, starts, ends, t = [], [], [], 0.0
-    for i, row in enumerate(clips.itertuples()):
-        part = work / "parts" / f"{i:03d}.mp4"
-        part.parent.mkdir(exist_ok=True)
-        if not part.is_file():
-            normalise(row.path, part)
-        duration = probe_video(part).duration_s
-        parts.append(part)
-        starts.append(t)
-        ends.append(t + duration)
-        t += duration
-    clips = clips.assign(start_s=starts, end_s=ends)
     long1, long10 = work / "long_1x.mp4", work / f"long_{args.repeat}x.mp4"
-    concat(parts, long1)
-    concat(parts, long10, args.repeat)
+    if shutil.which("ffmpeg") is not None:
+        parts, durations = [], []
+        for i, row in enumerate(clips.itertuples()):
+            part = work / "parts" / f"{i:03d}.mp4"
+            part.parent.mkdir(exist_ok=True)
+            if not part.is_file():
+                normalise(row.path, part)
+            parts.append(part)
+            durations.append(probe_video(part).duration_s)
+        concat(parts, long1)
+        concat(parts, long10, args.repeat)
+    else:  # the same videos through PyAV's own libav
+        print("ffmpeg not found: concatenating with PyAV")
+        durations = concat_pyav(list(clips["path"]), long1)
+        repeat_pyav(long1, long10, args.repeat)
+    ends = np.cumsum(durations)
+    clips = clips.assign(start_s=ends - np.asarray(durations), end_s=ends)
     figures = {}
     for name, video in (("1x", long1), (f"{args.repeat}x", long10)):
         out = work / f"predict_{name}_{time.strftime('%H%M%S')}"

@@ -246,12 +246,13 @@ def test_evaluate_reads_only_a_new_test_manifest(trained_run: Path, tmp_path: Pa
 
     data = trained_run.parent / "data"
     test_csv = next(data.rglob("test.csv"))
-    new = pd.read_csv(test_csv)
+    new = pd.read_csv(test_csv).groupby("label").head(2)  # four events, both classes: evaluation reads them all
     new = new.assign(video_path=[str(test_csv.parent / p) for p in new["video_path"]])
     new.to_csv(tmp_path / "new_events.csv", index=False)
     metrics = evaluate(trained_run, overrides=[f"data.test_manifest={tmp_path / 'new_events.csv'}"],
                        out_dir=tmp_path / "eval")
     assert "test/f1_tail" in metrics
+    assert len(pd.read_csv(tmp_path / "eval" / "predictions_agg.csv")) == 4
     used = (tmp_path / "eval" / "manifests_used.txt").read_text()
     assert "new_events.csv" in used
     assert not any(line.startswith(("train", "val")) for line in used.splitlines()), used
