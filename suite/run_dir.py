@@ -303,8 +303,13 @@ PREVIOUS_DIR = "previous"
 
 
 def is_training_run(path: Path) -> bool:
-    """A folder ``train.py`` wrote: its Hydra record, its final metrics, checkpoints or its lock."""
+    """A folder ``train.py`` wrote: its Hydra record, its final metrics, checkpoints or its lock (an evaluation's
+    folder holds metrics too, and its ``.output.json`` marker)."""
+    from suite.io import OUTPUT_MARKER
+
     run = RunDir(path)
+    if (run.path / OUTPUT_MARKER).is_file():
+        return False
     return (run.config_yaml.is_file() or run.is_finished or run.checkpoints_dir.is_dir()
             or (run.path / LOCK_NAME).is_file())
 

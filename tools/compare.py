@@ -26,7 +26,7 @@ from typing import Any
 
 from suite.contracts import score_columns
 from suite.errors import DataError, UserError, run_guarded
-from suite.io import make_output_dir, output_dir_arg
+from suite.io import OUTPUT_MARKER, make_output_dir, output_dir_arg
 from suite.run_dir import FINISHED_MARKER, RunDir
 
 # Overrides that never tell experiments apart.
@@ -87,7 +87,10 @@ def flat_metrics(metrics: dict[str, Any]) -> dict[str, float]:
 
 
 def is_run_dir(path: Path) -> bool:
+    """A training run's dir; an evaluation's output folder (``<run>/eval/<time>``, marked) is not one."""
     run = RunDir(path)
+    if (run.path / OUTPUT_MARKER).is_file():
+        return False
     return run.is_finished or run.overrides_yaml.is_file()
 
 

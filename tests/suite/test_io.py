@@ -145,4 +145,8 @@ def test_a_training_run_or_a_users_folder_is_never_an_output_folder(tmp_path: Pa
     with pytest.raises(UserError, match="holds an earlier evaluate output; give a new folder"):
         with output_folder(run / "eval" / "first", kind="evaluate"):  # replace=False keeps it
             pass
+    (run / "eval" / "first" / "metrics").mkdir()  # an evaluation's folder holds metrics/ too: not a training run
+    (run / "eval" / "first" / "metrics" / "metrics.json").write_text("{}")
+    with output_folder(run / "eval" / "first", kind="evaluate", replace=True) as partial:
+        (partial / "m.json").write_text("{}")
     assert sorted(p.name for p in mine.iterdir()) == ["cat.jpg"]

@@ -179,6 +179,14 @@ def test_unreadable_files_of_one_run_are_named_and_do_not_stop_the_report(
     assert runs["2"].config["selection_metric"] == "val/f1_tail"  # the others are read as before
 
 
+def test_an_evaluation_folder_inside_a_run_is_not_a_run(sweep: Path) -> None:
+    eval_dir = sweep / "0" / "eval" / "2026-01-01_10-00-00"
+    (eval_dir / "metrics").mkdir(parents=True)
+    (eval_dir / "metrics" / "metrics.json").write_text('{"test/f1_tail": 0.99}')
+    (eval_dir / ".output.json").write_text('{"kind": "evaluate"}')
+    assert eval_dir not in find_runs([sweep]) and len(find_runs([sweep])) == 10
+
+
 def test_runs_of_two_tasks_are_compared_with_a_note_not_a_key_error(tmp_path: Path,
                                                                      capsys: pytest.CaptureFixture) -> None:
     """One run of the default experiment (no experiment= override) beside a run of another task."""
