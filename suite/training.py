@@ -278,6 +278,9 @@ def fit_and_test(cfg: DictConfig, out_dir: Path) -> float | None:
     callbacks = build_callbacks(cfg)
     check_task_contract(cfg, model, callbacks)
     loggers = build_loggers(cfg)
+    if not loggers:
+        # LearningRateMonitor refuses a trainer without a logger: logger=none must still train
+        callbacks = {k: c for k, c in callbacks.items() if type(c).__name__ != "LearningRateMonitor"}
     trainer = instantiate(cfg.trainer, key="trainer", callbacks=list(callbacks.values()), logger=loggers or False)
 
     status = "failed"

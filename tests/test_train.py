@@ -48,6 +48,15 @@ def test_missing_local_weights_file_is_named(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "model.weights: file not found" in proc.stderr
 
 
+def test_logger_none_trains_without_the_learning_rate_monitor(make_cfg, tmp_path: Path) -> None:
+    cfg = make_cfg(["debug=fast", "data.synthetic_images=24", "data.synthetic_size=64", "model.log_images=0",
+                    "logger=none"], tmp_path / "run")
+    assert "lr_monitor" in str(cfg.callbacks) or "LearningRateMonitor" in str(cfg.callbacks)
+    train(cfg)  # Lightning refuses LearningRateMonitor without a logger: the suite must drop it, not crash
+    assert (tmp_path / "run" / "metrics" / "metrics.json").is_file()
+    assert not (tmp_path / "run" / "tensorboard").exists()
+
+
 def test_checkpoint_of_another_architecture_is_refused(make_cfg, tmp_path: Path) -> None:
     fast = ["debug=fast", "data.synthetic_images=24", "data.synthetic_size=64", "model.log_images=0"]
     train(make_cfg(fast, tmp_path / "a"))
