@@ -24,7 +24,6 @@ under ``require_int8=true``.
 
 from __future__ import annotations
 
-import logging
 import shutil
 import statistics
 import sys
@@ -38,8 +37,6 @@ from typing import Any
 
 from suite.errors import ConfigError, UserError, run_guarded
 from suite.run_dir import RunDir, parse_overrides
-
-log = logging.getLogger(__name__)
 
 # Opsets as suite.exporting writes them: 11 by default (the seed's), the lowest at which the suite's networks
 # keep PyTorch's numerics. Below 18 the graphs go through the TorchScript exporter: torch 2.14's dynamo exporter
@@ -512,7 +509,7 @@ def write_bundle(folder: Path, model: Path, fp32: Path, part_names: list[str], c
 
 
 def announce_fp32_fallback(int8: dict[str, dict[str, Any]], threshold: float, reason: str = "") -> str:
-    """The loud note printed (stderr and log) when the bundle ships the fp32 model instead of int8."""
+    """The loud note printed on stderr when the bundle ships the fp32 model instead of int8."""
     best = max(int8.items(), key=lambda kv: kv[1]["min_top1_agreement"], default=None)
     detail = (f"best recipe {best[0]}: {best[1]['min_top1_agreement']:.3f} top-1 agreement, "
               f"{threshold:.2f} required" if best else reason or "no int8 recipe was tried (quant=none)")
@@ -520,7 +517,6 @@ def announce_fp32_fallback(int8: dict[str, dict[str, Any]], threshold: float, re
     message = (f"{bar}\nINT8 NOT SHIPPED: the Pi bundle holds the fp32 model ({detail}).\n"
                "It runs correctly, only slower; pass require_int8=true to make this an error, or "
                "int8_min_agreement=<fraction> to accept a lower agreement.\n{bar}").format(bar=bar)
-    log.warning(message)
     print(message, file=sys.stderr, flush=True)
     return message
 
