@@ -20,10 +20,9 @@ def train_tiny_run(overrides: list[str], base: Path) -> Path:
     cfg = compose_train_config([*overrides, *FAST], run_dir, base / "data")
     try:
         train(cfg)
-        resolved = OmegaConf.to_container(cfg, resolve=True)
-        resolved.pop("hydra", None)
+        # unresolved, as Hydra writes it: paths.output_dir must follow evaluate's --out, not stay this run's
         (run_dir / ".hydra").mkdir(exist_ok=True)
-        OmegaConf.save(OmegaConf.create(resolved), run_dir / ".hydra" / "config.yaml")
+        OmegaConf.save(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), run_dir / ".hydra" / "config.yaml")
     finally:
         GlobalHydra.instance().clear()
     return run_dir

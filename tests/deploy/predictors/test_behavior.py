@@ -252,6 +252,7 @@ def test_evaluate_reads_only_a_new_test_manifest(trained_run: Path, tmp_path: Pa
     metrics = evaluate(trained_run, overrides=[f"data.test_manifest={tmp_path / 'new_events.csv'}"],
                        out_dir=tmp_path / "eval")
     assert "test/f1_tail" in metrics
+    assert sum(v for k, v in metrics.items() if k.startswith("test/per_video/") and k.endswith("/events")) == 4
     assert len(pd.read_csv(tmp_path / "eval" / "predictions_agg.csv")) == 4
     used = (tmp_path / "eval" / "manifests_used.txt").read_text()
     assert "new_events.csv" in used
