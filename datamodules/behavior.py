@@ -440,7 +440,7 @@ class BehaviorDataModule(SuiteDataModule):
         table = next((root / name for name in EVENT_TABLES if (root / name).is_file()), None)
         if table is not None:
             return self._from_table(table, test)
-        if test is not None and train is None and val is None:
+        if test is not None and not any(root.glob("train*.csv")) and not any(root.glob("val*.csv")):
             return {"test": (self._read(test), str(test))}  # a folder holding a test set only
         have = sorted(p.name for p in root.glob("*.csv"))
         raise DataError(
