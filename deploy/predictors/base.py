@@ -125,6 +125,46 @@ class Predictor:
         return summary
 
 
+def find_videos(paths: Sequence[Path]) -> list[Path]:
+    """The video files among ``paths`` and under its folders; a path with none is a DataError naming it."""
+    from datamodules.video import VIDEO_EXTENSIONS, list_videos
+
+    items: list[Path] = []
+    for path in paths:
+        if path.is_dir():
+            found = list_videos(path)
+            if not found:
+                raise DataError(f"no videos ({', '.join(VIDEO_EXTENSIONS)}) under {path}")
+            items += found
+        elif path.suffix.lower() in VIDEO_EXTENSIONS:
+            items.append(path)
+        else:
+            raise DataError(f"{path} is not a video ({', '.join(VIDEO_EXTENSIONS)}) or a folder of videos")
+    return items
+
+
+def find_images(paths: Sequence[Path]) -> list[tuple[Path, str]]:
+    """``(image, item id)`` pairs: a file is its own name, a folder's images (searched recursively, hidden
+    folders skipped) are named relative to it; when two inputs give one name, full paths keep rows apart."""
+    from datamodules.images import IMAGE_EXTENSIONS
+
+    items: list[tuple[Path, str]] = []
+    for path in paths:
+        if path.is_file():
+            if path.suffix.lower() not in IMAGE_EXTENSIONS:
+                raise DataError(f"{path}: not an image ({', '.join(IMAGE_EXTENSIONS)} expected)")
+            items.append((path, path.name))
+            continue
+        found = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+                       and not any(part.startswith(".") for part in p.relative_to(path).parts))
+        if not found:
+            raise DataError(f"no images under {path} ({', '.join(IMAGE_EXTENSIONS)})")
+        items.extend((p, str(p.relative_to(path))) for p in found)
+    if len({i for _, i in items}) < len(items):
+        items = [(p, str(p)) for p, _ in items]
+    return items
+
+
 _TRUE = ("true", "yes", "on", "1")
 _FALSE = ("false", "no", "off", "0")
 

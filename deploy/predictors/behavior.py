@@ -31,12 +31,11 @@ from datamodules.video import (
     VideoInfo,
     clip_indices,
     event_frame_range,
-    list_videos,
     probe_video,
     stride_for_fps,
     tta_positions,
 )
-from deploy.predictors.base import ItemResult, Predictor
+from deploy.predictors.base import ItemResult, Predictor, find_videos
 from suite.contracts import PredictionRow
 from suite.errors import ConfigError, DataError
 
@@ -177,18 +176,7 @@ class BehaviorPredictor(Predictor):
 
     # -- inputs ----------------------------------------------------------------------------------------------
     def discover(self, paths: Sequence[Path]) -> list[Path]:
-        items: list[Path] = []
-        for path in paths:
-            if path.is_dir():
-                found = list_videos(path)
-                if not found:
-                    raise DataError(f"no videos ({', '.join(VIDEO_EXTENSIONS)}) under {path}")
-                items += found
-            elif path.suffix.lower() in VIDEO_EXTENSIONS:
-                items.append(path)
-            else:
-                raise DataError(f"{path} is not a video ({', '.join(VIDEO_EXTENSIONS)}) or a folder of videos")
-        return items
+        return find_videos(paths)
 
     # -- windows ---------------------------------------------------------------------------------------------
     def windows(self, info: VideoInfo) -> Iterator[Window]:

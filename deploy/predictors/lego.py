@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from datamodules.images import IMAGE_EXTENSIONS, read_image
+from datamodules.images import read_image
 from deploy.onnx_predictor import ImageDecodeError, decode_image, preprocess
-from deploy.predictors.base import ItemResult, Predictor
+from deploy.predictors.base import ItemResult, Predictor, find_images
 from suite.contracts import PredictionRow
 from suite.errors import ConfigError, DataError
 
@@ -74,22 +74,7 @@ class LegoPredictor(Predictor):
     # -- inputs and outputs ------------------------------------------------------------------------
     def discover(self, paths: Sequence[Path]) -> list[tuple[Path, str]]:
         """``(image, item id)`` pairs: a file is its own name, a folder's images are named relative to it."""
-        items: list[tuple[Path, str]] = []
-        for path in paths:
-            if path.is_file():
-                if path.suffix.lower() not in IMAGE_EXTENSIONS:
-                    raise DataError(f"{path}: not an image ({', '.join(IMAGE_EXTENSIONS)} expected)")
-                items.append((path, path.name))
-                continue
-            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
-                           and not any(part.startswith(".") for part in p.relative_to(path).parts))
-            if not found:
-                raise DataError(f"no images under {path} ({', '.join(IMAGE_EXTENSIONS)})")
-            items.extend((p, str(p.relative_to(path))) for p in found)
-        ids = [i for _, i in items]
-        if len(set(ids)) < len(ids):
-            items = [(p, str(p)) for p, _ in items]  # the same name under two inputs: full paths keep rows apart
-        return items
+        return find_images(paths)
 
     def predict_item(self, item: tuple[Path, str]) -> ItemResult:
         path, item_id = item

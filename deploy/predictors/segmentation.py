@@ -41,7 +41,7 @@ import cv2
 import numpy as np
 
 from datamodules.images import IMAGE_EXTENSIONS, read_image
-from deploy.predictors.base import ItemResult, Predictor
+from deploy.predictors.base import ItemResult, Predictor, find_images
 from suite.contracts import PredictionRow
 from suite.errors import ConfigError, DataError
 
@@ -172,20 +172,7 @@ class SegmentationPredictor(Predictor):
     def discover(self, paths: Sequence[Path]) -> list[tuple[Path, str, str]]:
         """``(image, item id, picture name)``: a file is its own name, a folder's images are named relative to
         it; pictures are named by the id without its suffix unless two ids would share a picture."""
-        items: list[tuple[Path, str]] = []
-        for path in paths:
-            if path.is_file():
-                if path.suffix.lower() not in IMAGE_EXTENSIONS:
-                    raise DataError(f"{path}: not an image ({', '.join(IMAGE_EXTENSIONS)} expected)")
-                items.append((path, path.name))
-                continue
-            found = sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
-                           and not any(part.startswith(".") for part in p.relative_to(path).parts))
-            if not found:
-                raise DataError(f"no images under {path} ({', '.join(IMAGE_EXTENSIONS)})")
-            items.extend((p, str(p.relative_to(path))) for p in found)
-        if len({i for _, i in items}) < len(items):
-            items = [(p, str(p)) for p, _ in items]  # the same name under two inputs: full paths keep rows apart
+        items = find_images(paths)
         names = [str(Path(i.lstrip("/")).with_suffix("")) for _, i in items]
         if len(set(names)) < len(names):  # a.png and a.jpg side by side
             names = [i.lstrip("/").replace(".", "_") for _, i in items]

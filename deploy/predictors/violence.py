@@ -17,8 +17,8 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from datamodules.video import VIDEO_EXTENSIONS, list_videos, probe_video, read_frames, tta_positions, uniform_indices
-from deploy.predictors.base import ItemResult, Predictor
+from datamodules.video import VIDEO_EXTENSIONS, probe_video, read_frames, tta_positions, uniform_indices
+from deploy.predictors.base import ItemResult, Predictor, find_videos
 from suite.contracts import PredictionRow
 from suite.errors import ConfigError, DataError
 
@@ -53,18 +53,7 @@ class ViolencePredictor(Predictor):
         self.folders = {str(k).casefold(): str(v) for k, v in (extras.get("folders") or {}).items()}
 
     def discover(self, paths: Sequence[Path]) -> list[Path]:
-        items: list[Path] = []
-        for path in paths:
-            if path.is_dir():
-                found = list_videos(path)
-                if not found:
-                    raise DataError(f"no videos ({', '.join(VIDEO_EXTENSIONS)}) under {path}")
-                items += found
-            elif path.suffix.lower() in VIDEO_EXTENSIONS:
-                items.append(path)
-            else:
-                raise DataError(f"{path} is not a video ({', '.join(VIDEO_EXTENSIONS)}) or a folder of videos")
-        return items
+        return find_videos(paths)
 
     def features(self, path: Path) -> np.ndarray:
         """``[num_frames, D]`` features of a clip, as the feature cache holds them."""
