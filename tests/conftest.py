@@ -41,6 +41,25 @@ def compose_train_config(overrides: list[str], run_dir: Path, data_dir: Path | N
     return cfg
 
 
+def train_run(overrides: list[str], run_dir: Path, data_dir: Path | None = None) -> Path:
+    """Train ``python train.py <overrides>`` into ``run_dir`` in this process, with the ``.hydra/config.yaml``
+    Hydra would write, so that evaluate/export/predict can read the run dir afterwards."""
+    from omegaconf import OmegaConf
+
+    from suite.training import train
+
+    cfg = compose_train_config(overrides, run_dir, data_dir)
+    try:
+        train(cfg)
+        resolved = OmegaConf.to_container(cfg, resolve=True)
+        resolved.pop("hydra", None)
+        (run_dir / ".hydra").mkdir(parents=True, exist_ok=True)
+        OmegaConf.save(OmegaConf.create(resolved), run_dir / ".hydra" / "config.yaml")
+    finally:
+        GlobalHydra.instance().clear()
+    return run_dir
+
+
 @pytest.fixture
 def make_cfg(tmp_path: Path, shared_data_dir: Path) -> Callable[..., DictConfig]:
     def _make(overrides: list[str], run_dir: Path | None = None) -> DictConfig:

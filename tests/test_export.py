@@ -9,12 +9,11 @@ from pathlib import Path
 import numpy as np
 import onnx
 import pytest
-from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 import export
 from suite.training import train
-from tests.conftest import compose_train_config
+from tests.conftest import train_run
 
 FAST_EXPORT = ["quant=qdq_channel", "latency_runs=2", "threads=1", "calib_images=8", "parity_images=32"]
 # a two-batch network has near-tied logits: any agreement is accepted where the test is about the int8 path
@@ -27,15 +26,7 @@ def lego_run(tmp_path_factory: pytest.TempPathFactory, shared_data_dir: Path) ->
     run_dir = tmp_path_factory.mktemp("lego_export") / "run"
     overrides = ["experiment=lego_multitask", "debug=fast", "model.pretrained=false", "trainer.accelerator=cpu",
                  "data.image_size=32", "data.batch_size=16"]
-    cfg = compose_train_config(overrides, run_dir, shared_data_dir)
-    try:
-        train(cfg)
-        resolved = OmegaConf.to_container(cfg, resolve=True)
-        resolved.pop("hydra", None)
-        (run_dir / ".hydra").mkdir(exist_ok=True)
-        OmegaConf.save(OmegaConf.create(resolved), run_dir / ".hydra" / "config.yaml")
-    finally:
-        GlobalHydra.instance().clear()
+    train_run(overrides, run_dir, shared_data_dir)
     return run_dir
 
 

@@ -444,29 +444,18 @@ def _task_upload(task: str, tmp_path: Path) -> tuple[str, bytes, str]:
 @pytest.fixture(scope="module")
 def task_bundle(tmp_path_factory: pytest.TempPathFactory, shared_data_dir: Path) -> Any:
     """``bundle(task)``: the export/ folder of a tiny trained run of the task (trained once per module)."""
-    from hydra.core.global_hydra import GlobalHydra
-    from omegaconf import OmegaConf
 
     from deploy.backends import is_bundle
     from suite.exporting import export_run
-    from suite.training import train
     from tests.conf.test_experiments import FAST
-    from tests.conftest import compose_train_config
+    from tests.conftest import train_run
 
     made: dict[str, Path] = {}
 
     def bundle(task: str) -> Path:
         if task not in made:
             run_dir = tmp_path_factory.mktemp(f"service_{task}") / "run"
-            cfg = compose_train_config([*TASK_RUNS[task], *FAST], run_dir, shared_data_dir)
-            try:
-                train(cfg)
-                resolved = OmegaConf.to_container(cfg, resolve=True)
-                resolved.pop("hydra", None)
-                (run_dir / ".hydra").mkdir(exist_ok=True)
-                OmegaConf.save(OmegaConf.create(resolved), run_dir / ".hydra" / "config.yaml")
-            finally:
-                GlobalHydra.instance().clear()
+            train_run([*TASK_RUNS[task], *FAST], run_dir, shared_data_dir)
             if not is_bundle(run_dir / "export"):  # the run's export callback is off or failed: export now
                 export_run(run_dir, latency_runs=0)
             made[task] = run_dir / "export"

@@ -11,8 +11,6 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from hydra.core.global_hydra import GlobalHydra
-from omegaconf import OmegaConf
 
 from deploy.backends import TorchBackend
 from deploy.onnx_predictor import preprocess
@@ -124,21 +122,12 @@ def test_service_answer_and_refusals(tmp_path: Path) -> None:
 # -- a tiny trained run: checkpoint and bundle (slow: minutes of training on a loaded 2-core machine) -------
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory, shared_data_dir: Path) -> Path:
-    from suite.training import train
-    from tests.conftest import compose_train_config
+    from tests.conftest import train_run
 
     run_dir = tmp_path_factory.mktemp("lego_predict") / "run"
     overrides = ["experiment=lego_multitask", "debug=fast", "model.pretrained=false", "trainer.accelerator=cpu",
                  "data.image_size=32", "data.batch_size=16"]
-    cfg = compose_train_config(overrides, run_dir, shared_data_dir)
-    try:
-        train(cfg)
-        resolved = OmegaConf.to_container(cfg, resolve=True)
-        resolved.pop("hydra", None)
-        (run_dir / ".hydra").mkdir(exist_ok=True)
-        OmegaConf.save(OmegaConf.create(resolved), run_dir / ".hydra" / "config.yaml")
-    finally:
-        GlobalHydra.instance().clear()
+    train_run(overrides, run_dir, shared_data_dir)
     return run_dir
 
 

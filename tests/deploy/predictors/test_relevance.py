@@ -18,7 +18,6 @@ import cv2
 import numpy as np
 import pytest
 import torch
-from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from datamodules.video import write_mp4
@@ -250,22 +249,13 @@ def test_export_hooks_raw_frames_in_probabilities_out() -> None:
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory: pytest.TempPathFactory, shared_data_dir: Path) -> Path:
     """relevance_segmentation for two batches on 32 px synthetic events, with the .hydra/config.yaml Hydra writes."""
-    from suite.training import train
-    from tests.conftest import compose_train_config
+    from tests.conftest import train_run
 
     run_dir = tmp_path_factory.mktemp("relevance_predict") / "run"
     overrides = ["experiment=relevance_segmentation", "debug=fast", "model.pretrained=false",
                  "trainer.accelerator=cpu", "data.image_size=32", "data.synthetic_events=4", "data.synthetic_frames=4",
                  "data.synthetic_width=64", "data.synthetic_height=48", "data.eval_frames=2", "data.batch_size=2"]
-    cfg = compose_train_config(overrides, run_dir, shared_data_dir)
-    try:
-        train(cfg)
-        resolved = OmegaConf.to_container(cfg, resolve=True)
-        resolved.pop("hydra", None)
-        (run_dir / ".hydra").mkdir(exist_ok=True)
-        OmegaConf.save(OmegaConf.create(resolved), run_dir / ".hydra" / "config.yaml")
-    finally:
-        GlobalHydra.instance().clear()
+    train_run(overrides, run_dir, shared_data_dir)
     return run_dir
 
 
