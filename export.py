@@ -529,11 +529,11 @@ def export_run(run_dir: str | Path | RunDir, ckpt: str = "best", out: str | Path
     ``int8/`` (the logits graph, the int8 recipes, their parity and latency) and ``pi_bundle/``.
     ``overrides`` are export options (``quant=auto``) and run-config overrides (``data.root=<dir>``).
 
-    The folder is written as a unit (``suite.io.output_folder``): a failure leaves the earlier export
+    The folder is written as a unit (``suite.outputs.output_folder``): a failure leaves the earlier export
     whole, never old reports beside new models. A failed LEGO parity check keeps its reports in
     ``<out>.failed`` for the user to read."""
     from suite import exporting
-    from suite.io import OUTPUT_MARKER, output_folder
+    from suite.outputs import OUTPUT_MARKER, output_folder
 
     run = run_dir if isinstance(run_dir, RunDir) else RunDir(Path(run_dir))
     options, run_overrides = split_options(overrides)  # bad values stop here, before any loading

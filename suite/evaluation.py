@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 from suite.config_check import validate_config
-from suite.io import atomic_write_json, output_folder
+from suite.io import atomic_write_json
+from suite.outputs import output_folder
 from suite.printing import print_metrics_table
 from suite.run_dir import RunDir
 
@@ -17,7 +18,7 @@ def evaluate(run_dir: str | Path | RunDir, ckpt: str = "best", overrides: list[s
     """Test ``ckpt`` (best, last or a file) of a run with its config plus ``overrides``; outputs go to
     ``out_dir`` (default ``<run dir>/eval/<timestamp>``). Returns the metrics written.
 
-    The outputs are written as a unit (``suite.io.output_folder``): into ``<out>.partial``, renamed on
+    The outputs are written as a unit (``suite.outputs.output_folder``): into ``<out>.partial``, renamed on
     success, removed on failure; an ``out_dir`` that is the training run's folder (or one of its outputs)
     is refused, so an evaluation never replaces the run's own metrics and predictions.
     """

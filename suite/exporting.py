@@ -272,7 +272,8 @@ def export_module(module: Any, out_dir: str | Path, parity_inputs: Mapping[str, 
     """
     import torch
 
-    from suite.io import atomic_write_json, output_folder
+    from suite.io import atomic_write_json
+    from suite.outputs import output_folder
 
     if opset < MIN_OPSET:
         raise UserError(f"opset {opset}: the suite's networks export with PyTorch's numerics from opset "

@@ -23,7 +23,7 @@ from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 from suite import gpu_slots
 from suite.config_check import sweep_errors, validate_config
 from suite.errors import ConfigError, UserError
-from suite.io import check_output_dir, make_output_dir
+from suite.outputs import check_output_dir, make_output_dir
 from suite.run_dir import (
     RunDir,
     acquire_run_lock,

@@ -180,7 +180,7 @@ OUTPUT_FOLDER_KEYS = ("data.cache_dir", "data.synthetic_dir")
 def check_output_paths(cfg: DictConfig, out_dir: Path) -> None:
     """Every folder the run will write can be made and written, before any data is read: a file in the
     way or a read-only place is named by its key, not found by a traceback halfway through."""
-    from suite.io import check_output_dir
+    from suite.outputs import check_output_dir
 
     check_output_dir(out_dir, run_dir_option())
     data = cfg.get("data")

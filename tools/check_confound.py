@@ -20,7 +20,7 @@ from typing import Any
 
 import pandas as pd
 
-from suite.io import output_file_arg
+from suite.outputs import output_file_arg
 
 
 def confound_report(

@@ -26,7 +26,7 @@ from typing import Any
 
 from suite.contracts import score_columns
 from suite.errors import DataError, UserError, run_guarded
-from suite.io import OUTPUT_MARKER, make_output_dir, output_dir_arg
+from suite.outputs import OUTPUT_MARKER, make_output_dir, output_dir_arg
 from suite.run_dir import FINISHED_MARKER, RunDir
 
 # Overrides that never tell experiments apart.

@@ -28,7 +28,7 @@ import pandas as pd
 
 from suite.config_check import ranged_arg
 from suite.errors import DataError, UserError, run_guarded
-from suite.io import make_output_dir, output_dir_arg
+from suite.outputs import make_output_dir, output_dir_arg
 
 
 def load_events(path: Path) -> pd.DataFrame:

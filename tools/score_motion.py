@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from suite.io import output_file_arg
+from suite.outputs import output_file_arg
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
 UNKNOWN = 170

@@ -53,7 +53,7 @@ def test_atomic_files_respect_the_umask(tmp_path: Path, umask: int, mode: int) -
 # --- output paths ----------------------------------------------------------------------------------------
 def test_output_paths_that_cannot_be_written_are_named_by_their_option(tmp_path: Path, monkeypatch) -> None:
     from suite.errors import UserError
-    from suite.io import check_output_dir, check_output_file, make_output_dir
+    from suite.outputs import check_output_dir, check_output_file, make_output_dir
 
     blocker = tmp_path / "notes.txt"
     blocker.write_text("a file")
@@ -73,7 +73,7 @@ def test_output_paths_that_cannot_be_written_are_named_by_their_option(tmp_path:
 def test_output_options_are_checked_while_the_command_line_is_read(tmp_path: Path, capsys) -> None:
     import argparse
 
-    from suite.io import output_dir_arg, output_file_arg
+    from suite.outputs import output_dir_arg, output_file_arg
 
     (tmp_path / "file").write_text("")
     parser = argparse.ArgumentParser(prog="tool")
@@ -97,7 +97,7 @@ def _training_run(path: Path) -> Path:
 
 
 def test_a_folder_of_outputs_appears_whole_or_not_at_all(tmp_path: Path) -> None:
-    from suite.io import OUTPUT_MARKER, output_folder
+    from suite.outputs import OUTPUT_MARKER, output_folder
 
     dest = tmp_path / "eval"
     with output_folder(dest, kind="evaluate") as partial:
@@ -123,7 +123,7 @@ def test_a_folder_of_outputs_appears_whole_or_not_at_all(tmp_path: Path) -> None
 
 def test_a_training_run_or_a_users_folder_is_never_an_output_folder(tmp_path: Path) -> None:
     from suite.errors import UserError
-    from suite.io import output_folder
+    from suite.outputs import output_folder
 
     run = _training_run(tmp_path / "run")
     with pytest.raises(UserError, match=rf"^--out: {run} is the folder of a training run; .*{run}/eval/<timestamp>"):
