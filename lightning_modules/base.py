@@ -92,6 +92,13 @@ class SuiteModule(L.LightningModule):
         if self.spec is not None:
             checkpoint[SPEC_KEY] = self.spec.to_dict()
 
+    @classmethod
+    def spec_from_checkpoint(cls, checkpoint: dict[str, Any]) -> DataSpec | None:
+        """The data spec a checkpoint of this module stores (None when it holds none): what
+        ``predict.py`` and ``export.py`` configure the module with, without reading any data."""
+        stored = checkpoint.get(SPEC_KEY)
+        return DataSpec.from_dict(stored) if stored is not None else None
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         stored = checkpoint.get(SPEC_KEY)
         if stored is not None and self.spec is None:

@@ -174,6 +174,10 @@ class LegoModule(SuiteModule):
                                                                  else ("color_acc",))}
         return losses | {f"val/{key.split('__')[2]}" for key in self.metrics if key.startswith("val__all__")}
 
+    @classmethod
+    def spec_from_checkpoint(cls, checkpoint: dict[str, Any]) -> DataSpec | None:
+        return checkpoint_spec(checkpoint)  # also the class lists of runs made before the spec was stored
+
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.spec is None and SPEC_KEY not in checkpoint:
             spec = checkpoint_spec(checkpoint)  # a run made before the spec was stored

@@ -86,7 +86,6 @@ def load_trained_module(run_dir: str | Path, ckpt: str = "best",
                         overrides: Sequence[str] = ()) -> tuple[Any, Any, Path]:
     """``(module in eval mode, run config, checkpoint path)`` from a run dir, without reading any data:
     the module is configured from the data spec its checkpoint stores."""
-    from lightning_modules.base import SPEC_KEY
     from suite.checkpoints import load_checkpoint
     from suite.run_dir import RunDir
     from suite.training import build_model
@@ -95,16 +94,10 @@ def load_trained_module(run_dir: str | Path, ckpt: str = "best",
     cfg = run.config(overrides, weights_from_checkpoint=True)
     ckpt_path = run.checkpoint(ckpt)
     state = load_checkpoint(ckpt_path)
-    stored = state.get(SPEC_KEY)
-    if stored is None:
-        from lightning_modules.lego import checkpoint_spec  # runs saved before the spec was stored
-
-        spec = checkpoint_spec(state)
-        if spec is None:
-            raise DataError(f"{ckpt_path} holds no data spec: it was not written by this suite's train.py")
-    else:
-        spec = DataSpec.from_dict(stored)
     module = build_model(cfg)
+    spec = type(module).spec_from_checkpoint(state)
+    if spec is None:
+        raise DataError(f"{ckpt_path} holds no data spec: it was not written by this suite's train.py")
     module.configure(spec)
     module.load_state_dict(state["state_dict"])
     module.eval()
