@@ -96,17 +96,6 @@ class EventResult:
                 "motion_fraction": round(self.motion_fraction, 6)}
 
 
-def _bool(value: Any) -> bool:
-    if isinstance(value, bool):
-        return value
-    text = str(value).strip().lower()
-    if text in ("1", "true", "yes", "on"):
-        return True
-    if text in ("0", "false", "no", "off"):
-        return False
-    raise ConfigError(f"expected true or false, got {value!r}")
-
-
 def _skip(path: Path) -> bool:
     return path.name.startswith(("_", "."))
 
@@ -204,14 +193,7 @@ class RelevancePredictor(Predictor):
     }
 
     def __init__(self, backend: Any, options: dict[str, Any] | None = None):
-        given = dict(options or {})
-        for key in ("sequence", "pictures"):
-            if key in given:
-                try:
-                    given[key] = _bool(given[key])
-                except ConfigError as err:
-                    raise ConfigError(f"predict option {key}: {err}") from None
-        super().__init__(backend, given)
+        super().__init__(backend, options)  # booleans (sequence, pictures) are read by their words there
         run = self.meta.get("options", {})
         self.image_size = int(run["image_size"])
         self.frames = int(self.options["frames"]) or int(run.get("eval_frames", 4))
