@@ -25,10 +25,8 @@ under ``require_int8=true``.
 from __future__ import annotations
 
 import shutil
-import statistics
 import sys
 import tempfile
-import time
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, fields
@@ -36,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from suite.errors import ConfigError, UserError, run_guarded
+from suite.exporting import median_ms, ort_session
 from suite.run_dir import RunDir, parse_overrides
 
 # Opsets as suite.exporting writes them: 11 by default (the seed's), the lowest at which the suite's networks
@@ -388,20 +387,10 @@ def quantize(fp32: Path, out: Path, recipe: str | Int8Recipe, calibration: Any, 
     return out
 
 
-def session(path: Path, threads: int) -> Any:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    options.intra_op_num_threads = threads
-    options.inter_op_num_threads = 1
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-
-
 def run_onnx(path: Path, images: Any, threads: int = 2, batch: int = 32) -> dict[str, Any]:
     import numpy as np
 
-    sess = session(path, threads)
+    sess = ort_session(path, threads)
     names = [o.name for o in sess.get_outputs()]
     chunks: dict[str, list[Any]] = {n: [] for n in names}
     for start in range(0, len(images), batch):
@@ -446,17 +435,6 @@ def accuracy(outputs: dict[str, Any], items: list[dict[str, Any]]) -> dict[str, 
 
 
 # -- latency --------------------------------------------------------------------------------------
-def median_ms(fn: Any, runs: int, warmup: int = 5) -> float:
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1000)
-    return statistics.median(times)
-
-
 def latency(
     net: Any, models: dict[str, Path], image: Any, threads: list[int], runs: int
 ) -> dict[str, dict[str, float]]:
@@ -469,11 +447,11 @@ def latency(
         for t in threads:
             torch.set_num_threads(t)
             with torch.inference_mode():
-                out.setdefault("torch_fp32", {})[str(t)] = median_ms(lambda: net(image), runs)
+                out.setdefault("torch_fp32", {})[str(t)] = median_ms(lambda: net(image), runs, warmup=5)
             for name, path in models.items():
-                sess = session(path, t)
+                sess = ort_session(path, t)
                 feed = {"image": image.numpy()}
-                out.setdefault(name, {})[str(t)] = median_ms(lambda s=sess, f=feed: s.run(None, f), runs)
+                out.setdefault(name, {})[str(t)] = median_ms(lambda s=sess, f=feed: s.run(None, f), runs, warmup=5)
     finally:
         torch.set_num_threads(saved)
     return out

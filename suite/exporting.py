@@ -187,7 +187,8 @@ class _OutputParity:
         return out
 
 
-def _session(path: Path, threads: int) -> Any:
+def ort_session(path: Path, threads: int) -> Any:
+    """A CPU ONNX Runtime session with ``threads`` intra-op threads (the export's checks and ``export.py``'s)."""
     import onnxruntime as ort
 
     options = ort.SessionOptions()
@@ -197,7 +198,8 @@ def _session(path: Path, threads: int) -> Any:
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
 
 
-def _median_ms(fn: Any, runs: int, warmup: int = 2) -> float:
+def median_ms(fn: Any, runs: int, warmup: int = 2) -> float:
+    """Median wall time of ``fn()`` in milliseconds over ``runs`` calls, after ``warmup`` untimed ones."""
     for _ in range(warmup):
         fn()
     times = []
@@ -205,7 +207,7 @@ def _median_ms(fn: Any, runs: int, warmup: int = 2) -> float:
         start = time.perf_counter()
         fn()
         times.append(1000 * (time.perf_counter() - start))
-    return round(statistics.median(times), 3)
+    return statistics.median(times)
 
 
 def _latency(network: Any, path: Path, item: Any, input_name: str, runs: int) -> dict[str, Any]:
@@ -213,13 +215,13 @@ def _latency(network: Any, path: Path, item: Any, input_name: str, runs: int) ->
     import torch
 
     saved = torch.get_num_threads()
-    session = _session(path, threads=1)
+    session = ort_session(path, threads=1)
     feed = {input_name: item.numpy()}
     try:
         torch.set_num_threads(1)
         with torch.inference_mode():
-            torch_ms = _median_ms(lambda: network(item), runs)
-        ort_ms = _median_ms(lambda: session.run(None, feed), runs)
+            torch_ms = round(median_ms(lambda: network(item), runs), 3)
+        ort_ms = round(median_ms(lambda: session.run(None, feed), runs), 3)
     finally:
         torch.set_num_threads(saved)
     return {"unit": "median ms per item, batch 1, 1 thread", "runs": runs, "input_shape": list(item.shape),
@@ -231,7 +233,7 @@ def check_parity(graph: ExportGraph, network: Any, path: Path, batches: Sequence
     """ONNX Runtime against PyTorch on ``batches`` (raw inputs of ``graph``), output by output."""
     import torch
 
-    session = _session(path, threads=0)  # every core: parity on large images takes long at one thread
+    session = ort_session(path, threads=0)  # every core: parity on large images takes long at one thread
     names = [o.name for o in session.get_outputs()]
     figures = {name: _OutputParity(threshold) for name in graph.output_names}
     for batch in batches:
