@@ -16,8 +16,10 @@ from __future__ import annotations
 
 import shutil
 import sys
+import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar
@@ -141,6 +143,21 @@ def find_videos(paths: Sequence[Path]) -> list[Path]:
         else:
             raise DataError(f"{path} is not a video ({', '.join(VIDEO_EXTENSIONS)}) or a folder of videos")
     return items
+
+
+@contextmanager
+def uploaded_video(data: bytes, filename: str) -> Iterator[Path]:
+    """An uploaded video's bytes as a temporary file with the upload's suffix (the decoders read files),
+    removed afterwards; a name without a video suffix is a DataError."""
+    from datamodules.video import VIDEO_EXTENSIONS
+
+    suffix = Path(filename).suffix.lower()
+    if suffix not in VIDEO_EXTENSIONS:
+        raise DataError(f"{filename}: not a video ({', '.join(VIDEO_EXTENSIONS)})")
+    with tempfile.TemporaryDirectory() as folder:
+        path = Path(folder) / f"upload{suffix}"
+        path.write_bytes(data)
+        yield path
 
 
 def find_images(paths: Sequence[Path]) -> list[tuple[Path, str]]:

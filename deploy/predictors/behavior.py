@@ -18,7 +18,6 @@ with the video's length (``frames_held_max`` in the results says how many were h
 from __future__ import annotations
 
 import math
-import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,7 +26,6 @@ from typing import Any, ClassVar
 import numpy as np
 
 from datamodules.video import (
-    VIDEO_EXTENSIONS,
     VideoInfo,
     clip_indices,
     event_frame_range,
@@ -35,7 +33,7 @@ from datamodules.video import (
     stride_for_fps,
     tta_positions,
 )
-from deploy.predictors.base import ItemResult, Predictor, find_videos
+from deploy.predictors.base import ItemResult, Predictor, find_videos, uploaded_video
 from suite.contracts import PredictionRow
 from suite.errors import ConfigError, DataError
 
@@ -310,12 +308,7 @@ class BehaviorPredictor(Predictor):
 
     def predict_bytes(self, data: bytes, filename: str) -> dict[str, Any]:
         """One uploaded video: its events and window scores (the service enforces size limits)."""
-        suffix = Path(filename).suffix.lower()
-        if suffix not in VIDEO_EXTENSIONS:
-            raise DataError(f"{filename}: not a video ({', '.join(VIDEO_EXTENSIONS)})")
-        with tempfile.TemporaryDirectory() as folder:
-            path = Path(folder) / f"upload{suffix}"
-            path.write_bytes(data)
+        with uploaded_video(data, filename) as path:
             timeline = self.score_windows(path)
         events = merge_events(timeline.starts, timeline.ends, timeline.scores, self.options["threshold"],
                               self.options["min_gap_s"])

@@ -10,17 +10,16 @@ class folder (``fight/``, ``nofight/`` ... as the run's ``data.class_map`` names
 
 from __future__ import annotations
 
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, ClassVar
 
 import numpy as np
 
-from datamodules.video import VIDEO_EXTENSIONS, probe_video, read_frames, tta_positions, uniform_indices
-from deploy.predictors.base import ItemResult, Predictor, find_videos
+from datamodules.video import probe_video, read_frames, tta_positions, uniform_indices
+from deploy.predictors.base import ItemResult, Predictor, find_videos, uploaded_video
 from suite.contracts import PredictionRow
-from suite.errors import ConfigError, DataError
+from suite.errors import ConfigError
 
 
 class ViolencePredictor(Predictor):
@@ -96,12 +95,7 @@ class ViolencePredictor(Predictor):
 
     def predict_bytes(self, data: bytes, filename: str) -> dict[str, Any]:
         """One uploaded clip: its violent probability (the service enforces size limits)."""
-        suffix = Path(filename).suffix.lower()
-        if suffix not in VIDEO_EXTENSIONS:
-            raise DataError(f"{filename}: not a video ({', '.join(VIDEO_EXTENSIONS)})")
-        with tempfile.TemporaryDirectory() as folder:
-            path = Path(folder) / f"upload{suffix}"
-            path.write_bytes(data)
+        with uploaded_video(data, filename) as path:
             p_tta, p_centre = self.probabilities(path)
         classes = self.class_names()
         positive, negative = classes[self.positive], classes[1 - self.positive]
