@@ -10,7 +10,8 @@
 # Without a GPU it says so and exits 0: everything else in the suite runs on the CPU.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-PY=${PYTHON:-python3}
+# the suite's venv when there is one (make install), else the machine's python3 (a GPU image with torch)
+if [ -x .venv/bin/python ]; then PY=${PYTHON:-.venv/bin/python}; else PY=${PYTHON:-python3}; fi
 OUT=${GPU_CHECK_OUT:-gpu_check}
 mkdir -p "$OUT"
 export NO_ALBUMENTATIONS_UPDATE=1 HF_HUB_OFFLINE=1 PYTHONUNBUFFERED=1
@@ -22,6 +23,10 @@ if [ -n "${WHEELS:-}" ]; then
   export PYTHONPATH="$SITE:$PWD${PYTHONPATH:+:$PYTHONPATH}"
 fi
 
+if ! "$PY" -c "import torch" 2>/dev/null; then
+  echo "gpu_check: $PY cannot import torch; run make install, or set PYTHON=<a python with torch>"
+  exit 1
+fi
 if ! "$PY" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
   echo "gpu_check: no CUDA device on this machine; nothing to check"
   exit 0
