@@ -29,16 +29,20 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import math
 import multiprocessing
 import os
 from collections import Counter
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
 import lightning as L
 from torch.utils.data import DataLoader, Dataset, Sampler
 
+from datamodules import loader_options
+from datamodules.loader_options import LoaderOptions
+from datamodules.video import set_decode_threads
 from suite.contracts import DataSpec, Head, InputSpec, split_overlaps
 from suite.errors import DataError
 from suite.printing import warn_on_console
@@ -152,8 +156,8 @@ class SuiteDataModule(L.LightningDataModule):
         dev_samples: int | None = None,
         seed: int = 0,
         batch_size: int = 8,
-        num_workers: int = 0,
-        pin_memory: bool = False,
+        num_workers: int | str = 0,
+        pin_memory: bool | str = False,
         allow_overlap: bool = False,
     ):
         super().__init__()
@@ -162,8 +166,12 @@ class SuiteDataModule(L.LightningDataModule):
         self.dev_samples = dev_samples
         self.seed = seed
         self.batch_size = batch_size
+        # "auto" or a count / true or false; checked now so a bad value fails before any data is read
+        loader_options.parse_workers(num_workers)
+        loader_options.parse_pin(pin_memory)
         self.num_workers = num_workers
         self.pin_memory = pin_memory
+        self._loader_choices: set[str] = set()
         self.allow_overlap = allow_overlap
         self.sources: list[tuple[str, int]] = []
         self.splits: dict[str, list[Any]] | None = None
@@ -387,23 +395,70 @@ class SuiteDataModule(L.LightningDataModule):
         return list(self.sources)
 
     # -- loaders -------------------------------------------------------------------------------
+    def _trainer_facts(self, training: bool) -> tuple[bool, int, int | None]:
+        """(steps on CUDA, trainer processes on this machine, batch limit per epoch) of the attached trainer;
+        (False, 1, None) when the DataModule is used on its own."""
+        trainer = getattr(self, "_trainer", None)
+        if trainer is None:
+            return False, 1, None
+        from lightning.pytorch.accelerators import CUDAAccelerator
+
+        on_cuda = isinstance(trainer.accelerator, CUDAAccelerator)
+        processes = int(getattr(trainer, "num_devices", 1) or 1)
+        names = ("limit_train_batches",) if training else ("limit_val_batches", "limit_test_batches")
+        limits = [getattr(trainer, name, None) for name in names]
+        counts = [v for v in limits if isinstance(v, int) and not isinstance(v, bool)]
+        limit = max(counts) if len(counts) == len(limits) else None
+        if getattr(trainer, "fast_dev_run", False):
+            limit = int(trainer.fast_dev_run)
+        return on_cuda, processes, limit
+
+    def loader_options(self, dataset: Dataset, batch_size: int, training: bool) -> LoaderOptions:
+        """Workers, prefetch, pinning and decode threads for a loader of ``dataset`` (datamodules/loader_options.py)."""
+        on_cuda, processes, limit = self._trainer_facts(training)
+        try:
+            batches: int | None = math.ceil(len(dataset) / batch_size)  # type: ignore[arg-type]
+        except TypeError:  # an iterable dataset without a length
+            batches = None
+        if batches is not None and limit is not None:
+            batches = min(batches, limit)
+        return loader_options.resolve(self.num_workers, self.pin_memory, batches=batches, on_cuda=on_cuda,
+                                      share=loader_options.core_share(processes=processes),
+                                      dev_mode=bool(self.dev_samples))
+
     def make_loader(
         self, dataset: Dataset, shuffle: bool = False, sampler: Sampler | None = None, drop_last: bool = False,
-        batch_size: int | None = None,
+        batch_size: int | None = None, collate_fn: Callable[[list[Any]], Any] | None = None,
     ) -> DataLoader:
+        batch_size = batch_size or self.batch_size
+        opts = self.loader_options(dataset, batch_size, training=shuffle or sampler is not None)
+        if opts.torch_threads is not None:
+            import torch
+
+            torch.set_num_threads(opts.torch_threads)  # the step keeps to the cores the workers leave it
         kwargs: dict[str, Any] = {}
-        if self.num_workers > 0:
-            # "fork" keeps loaders working inside joblib's (loky) sweep workers, whose default
-            # start method cannot re-import the task; persistent workers avoid a restart per epoch.
-            kwargs = {"multiprocessing_context": multiprocessing.get_context("fork"), "persistent_workers": True}
+        if opts.num_workers > 0:
+            # "fork" keeps loaders working inside joblib's (loky) sweep workers, whose default start method
+            # cannot re-import the task, and starts a worker in milliseconds where "spawn" re-imports torch;
+            # worker_init gives each worker one thread per library. Persistent workers avoid a restart per epoch.
+            kwargs = {"multiprocessing_context": multiprocessing.get_context("fork"),
+                      "persistent_workers": opts.persistent_workers, "prefetch_factor": opts.prefetch_factor,
+                      "worker_init_fn": loader_options.worker_init}
+        else:
+            set_decode_threads(opts.decode_threads)
+        described = opts.describe()
+        if described not in self._loader_choices:  # said once per choice, not per epoch and loader
+            self._loader_choices.add(described)
+            log.info("%s loader: %s", self.task or type(self).__name__, described)
         return DataLoader(
             dataset,
-            batch_size=batch_size or self.batch_size,
+            batch_size=batch_size,
             shuffle=shuffle if sampler is None else False,
             sampler=sampler,
-            num_workers=self.num_workers,
-            pin_memory=self.pin_memory,
+            num_workers=opts.num_workers,
+            pin_memory=opts.pin_memory,
             drop_last=drop_last,
+            collate_fn=collate_fn,
             **kwargs,
         )
 
@@ -416,4 +471,3 @@ class SuiteDataModule(L.LightningDataModule):
 
     def test_dataloader(self) -> DataLoader:
         return self.make_loader(self.dataset("test"))
-

@@ -224,8 +224,8 @@ class BehaviorDataModule(SuiteDataModule):
         dev_samples: int | None = None,
         seed: int = 42,
         batch_size: int = 4,
-        num_workers: int = 0,
-        pin_memory: bool = False,
+        num_workers: int | str = 0,
+        pin_memory: bool | str = False,
         allow_overlap: bool = False,
     ):
         synthetic_params = dict(synthetic or {})

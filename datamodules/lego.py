@@ -280,8 +280,8 @@ class LegoDataModule(SuiteDataModule):
         seed: int = 0,
         batch_size: int = 64,
         eval_batch_size: int | None = None,
-        num_workers: int = 0,
-        pin_memory: bool = False,
+        num_workers: int | str = 0,
+        pin_memory: bool | str = False,
         allow_overlap: bool = False,
     ):
         super().__init__(root=root, synthetic_dir=synthetic_dir, dev_samples=dev_samples, seed=seed,

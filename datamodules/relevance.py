@@ -323,8 +323,8 @@ class RelevanceEventsBase(SuiteDataModule):
         dev_samples: int | None = None,
         seed: int = 0,
         batch_size: int = 4,
-        num_workers: int = 0,
-        pin_memory: bool = False,
+        num_workers: int | str = 0,
+        pin_memory: bool | str = False,
         mode: str | None = None,
         allow_overlap: bool = False,
     ):
@@ -461,8 +461,8 @@ class RelevanceSegmentationDataModule(RelevanceEventsBase):
         dev_samples: int | None = None,
         seed: int = 0,
         batch_size: int = 4,
-        num_workers: int = 0,
-        pin_memory: bool = False,
+        num_workers: int | str = 0,
+        pin_memory: bool | str = False,
         mode: str | None = None,
         allow_overlap: bool = False,
     ):
@@ -555,7 +555,7 @@ class RelevanceSegmentationDataModule(RelevanceEventsBase):
 
     def test_dataloader(self) -> DataLoader:
         # whole events of varying region counts: one per batch
-        return DataLoader(self.event_dataset("test"), batch_size=1, collate_fn=_first, num_workers=self.num_workers)
+        return self.make_loader(self.event_dataset("test"), batch_size=1, collate_fn=_first)
 
 
 _SEGMENTATION_ONLY = ("use_labels", "eval_frames", "motion", "cache_dir")

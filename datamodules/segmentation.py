@@ -147,8 +147,8 @@ class SegmentationDataModule(SuiteDataModule):
         dev_samples: int | None = None,
         seed: int = 0,
         batch_size: int = 8,
-        num_workers: int = 0,
-        pin_memory: bool = False,
+        num_workers: int | str = 0,
+        pin_memory: bool | str = False,
         allow_overlap: bool = False,
     ):
         super().__init__(root=root, synthetic_dir=synthetic_dir, dev_samples=dev_samples, seed=seed,

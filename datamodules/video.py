@@ -24,6 +24,31 @@ from suite.errors import DataError
 
 VIDEO_EXTENSIONS = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg")
 
+# Decoder threads per opened file. FFmpeg's default (thread_count 0) starts a pool of one thread per core
+# at every open: for the short reads of a clip (a seek and a few dozen frames) starting the pool costs more
+# than it saves, and in DataLoader workers the pools of all workers oversubscribe the cores. The loader
+# policy (datamodules/loader_options.py) sets this: 1 in each worker, the process's share without workers.
+_DECODE_THREADS = 1
+
+
+def set_decode_threads(threads: int) -> None:
+    """Threads each decoder of this process uses (1 = no threading); frames decoded are the same for any count."""
+    global _DECODE_THREADS
+    _DECODE_THREADS = max(1, int(threads))
+
+
+def decode_threads() -> int:
+    return _DECODE_THREADS
+
+
+def _set_threads(stream) -> None:  # noqa: ANN001
+    if _DECODE_THREADS > 1:
+        # frame + slice threads: FFmpeg picks what the codec supports; output is bit-identical either way
+        stream.thread_type = "AUTO"
+        stream.codec_context.thread_count = _DECODE_THREADS
+    else:
+        stream.codec_context.thread_count = 1
+
 
 @dataclass(frozen=True)
 class VideoInfo:
@@ -177,6 +202,7 @@ def read_frames(
     container = _open(path)
     try:
         stream = container.streams.video[0]
+        _set_threads(stream)
         rate = stream.average_rate or stream.guessed_rate or stream.base_rate
         fps = float(rate) if rate else 0.0
         header_frames = int(stream.frames or 0)
