@@ -8,6 +8,7 @@ from callbacks.non_finite import NonFiniteLossGuard
 from callbacks.onnx_export import OnnxExport
 from callbacks.prediction_writer import PredictionWriter
 from callbacks.rng_state import RngState
+from callbacks.run_health import RunHealth
 
 __all__ = [
     "ClassGap",
@@ -17,5 +18,6 @@ __all__ = [
     "PredictionCollapse",
     "PredictionWriter",
     "RngState",
+    "RunHealth",
     "TrainingHistory",
 ]

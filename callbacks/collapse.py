@@ -2,24 +2,25 @@
 
 from __future__ import annotations
 
-import logging
 from typing import Any
 
 import lightning as L
 
+from callbacks.run_health import remind, report_alert
 from suite.contracts import step_output
-from suite.printing import warn_on_console
-
-log = logging.getLogger(__name__)
+from suite.health import make_alert
 
 
 class PredictionCollapse(L.Callback):
     """Watch the ``pred_mean``/``target_mean`` step outputs of training.
 
     A batch is flagged when the mean predicted probability leaves ``[low, high]`` while the
-    target mean stays inside it. After ``patience`` consecutive flagged batches a warning is
-    printed like the seed's (batch index, pred_mean, target_mean); with ``stop_training`` the
-    run ends. The flag is logged as ``train/collapse`` for TensorBoard.
+    target mean stays inside it. After ``patience`` consecutive flagged batches the alarm
+    ``prediction_collapse`` goes to the run's health sink (callbacks.run_health: alerts.json,
+    train.log, trackers) with the seed's console line (batch index, pred_mean, target_mean), once
+    per run of flagged batches; while the collapse lasts the line is repeated every ``warn_every``
+    batches on the console only. With ``stop_training`` the run ends. The flag is logged as
+    ``train/collapse`` for TensorBoard.
     """
 
     needs = {"train": ("pred_mean", "target_mean")}
@@ -57,16 +58,23 @@ class PredictionCollapse(L.Callback):
         self.consecutive = self.consecutive + 1 if collapsed else 0
         if self.consecutive < self.patience:
             return
-        if (self.consecutive - self.patience) % self.warn_every == 0:
-            self.fired += 1
-            message = (
-                f"Predictions may be collapsing! Batch {batch_idx}: "
-                f"pred_mean={pred_mean:.6f}, target_mean={target_mean:.4f}"
-            )
-            warn_on_console(log, message, prefix="\n\u26a0\ufe0f  ")
-        if self.stop_training:
-            print("\nstopping: prediction collapse (callbacks.prediction_collapse.stop_training=true)")
-            trainer.should_stop = True
+        since = self.consecutive - self.patience
+        if since % self.warn_every != 0:
+            return
+        message = (f"Predictions may be collapsing! Batch {batch_idx}: "
+                   f"pred_mean={pred_mean:.6f}, target_mean={target_mean:.4f}")
+        if since > 0:  # the same collapse, still going on: a reminder, not a new alarm
+            remind(trainer, message, prefix="\n\u26a0\ufe0f  ")
+            return
+        self.fired += 1
+        alert = make_alert(
+            "prediction_collapse", message, step=int(getattr(trainer, "global_step", 0)),
+            epoch=getattr(trainer, "current_epoch", None), batch=batch_idx, severity="critical",
+            action="stop" if self.stop_training else "warn",
+            values={"pred_mean": pred_mean, "target_mean": target_mean},
+            hint="predictions are all background (or all foreground): check the loss weights (pos_weight, "
+                 "Dice/Focal terms), the learning rate and that the masks are read as 0/1")
+        report_alert(trainer, alert, console_text=message, prefix="\n\u26a0\ufe0f  ")
 
     def state_dict(self) -> dict[str, Any]:
         return {"consecutive": self.consecutive, "fired": self.fired}
@@ -74,3 +82,4 @@ class PredictionCollapse(L.Callback):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self.consecutive = int(state_dict.get("consecutive", 0))
         self.fired = int(state_dict.get("fired", 0))
+

@@ -8,7 +8,8 @@ from typing import Any
 
 import lightning as L
 
-from suite.printing import warn_on_console
+from callbacks.run_health import report_alert
+from suite.health import make_alert
 
 log = logging.getLogger(__name__)
 
@@ -19,7 +20,9 @@ class EarlyDecision(L.Callback):
     ``use_best`` takes the best value reached up to that epoch ("shows > 70 % by epoch 20"),
     otherwise the value at that epoch. ``mode="max"`` passes when the value is above the
     threshold, ``"min"`` when below. A failing run stops (``stop=True``) or only warns.
-    ``advice`` is appended to the message (the seed's: collect more violent videos).
+    ``advice`` is appended to the message (the seed's: collect more violent videos). A failing
+    decision is the alarm ``early_decision`` of the run's health sink (alerts.json, train.log,
+    trackers, console); a passing one is a console line.
 
     With ``max_gap``, an epoch whose ``gap_monitor`` (the class gap, a fraction) exceeds it does
     not count: predicting every clip violent gives a violent accuracy of 1.0 and a gap of 1.0,
@@ -86,9 +89,11 @@ class EarlyDecision(L.Callback):
         self.decision = "stop"
         message = (f"early decision at epoch {epoch}: {what}, not {sign} {self.threshold:g} -> "
                    f"{'stopping' if self.stop else 'warning only'}: {self.advice}")
-        warn_on_console(log, message)
-        if self.stop:
-            trainer.should_stop = True
+        values = {self.monitor: observed} if observed is not None else {}
+        report_alert(trainer, make_alert(
+            "early_decision", message, step=int(getattr(trainer, "global_step", 0)), epoch=trainer.current_epoch,
+            severity="critical", action="stop" if self.stop else "warn", values=values, hint=self.advice),
+            console_text=message)
 
     def state_dict(self) -> dict[str, Any]:
         return {"best": self.best, "decision": self.decision}

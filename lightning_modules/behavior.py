@@ -226,6 +226,11 @@ class BehaviorModule(SuiteModule):
         loss = self.loss_fn(logits, target)
         p_tail = torch.softmax(logits.detach().float(), dim=1)[:, 1]
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(target))
+        # the classes the sampler drew this epoch (a batch-size weighted mean of the batches' shares): the
+        # health rule sampler_not_balanced compares them with what balanced sampling should draw
+        for index, name in enumerate(self.class_names):
+            self.log(f"train/drawn_share_{name}", (target == index).float().mean(), on_step=False, on_epoch=True,
+                     batch_size=len(target))
         return StepOutput(loss=loss, pred_mean=p_tail.mean(), target_mean=target.float().mean()).for_training()
 
     def _event_step(self, batch: dict[str, Any], stage: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor,

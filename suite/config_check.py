@@ -39,7 +39,8 @@ TOP_LEVEL_TYPES: dict[str, Any] = {
     "on_data_change": str,
     "deterministic": bool,
 }
-TOP_LEVEL_GROUPS = {"data", "model", "trainer", "callbacks", "logger", "paths", "extras", "hydra", "verdict"}
+TOP_LEVEL_GROUPS = {"data", "model", "trainer", "callbacks", "logger", "paths", "extras", "hydra", "verdict",
+                    "health"}
 HYDRA_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
 
 

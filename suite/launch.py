@@ -20,6 +20,7 @@ from typing import Any
 
 from omegaconf import DictConfig, ListConfig, OmegaConf, open_dict
 
+from datamodules import loader_options
 from suite import gpu_slots
 from suite.config_check import sweep_errors, validate_config
 from suite.errors import ConfigError, UserError
@@ -204,15 +205,23 @@ def _clear_project_caches() -> int:
     return cleared
 
 
+def parallel_jobs(hydra_cfg: DictConfig | None) -> int:
+    """How many jobs of this launch run at once on this machine's cores: joblib's ``n_jobs`` (-1: one per
+    core); 1 for launchers that run one job at a time here (Hydra's basic one, SLURM: a job per allocation)."""
+    target = str(OmegaConf.select(hydra_cfg, "launcher._target_", default="") or "") if hydra_cfg else ""
+    if "Joblib" not in target:
+        return 1
+    n_jobs = int(OmegaConf.select(hydra_cfg, "launcher.n_jobs", default=1) or 1)
+    return loader_options.available_cores() if n_jobs < 0 else max(1, n_jobs)
+
+
 def _torch_threads(hydra_cfg: DictConfig | None) -> int | None:
-    """Joblib workers start with one thread; give each job its share of the cores instead."""
+    """Joblib workers start with one thread; give each job its share of the cores instead (the job's loader
+    workers come out of the same share: datamodules/loader_options.py)."""
     target = str(OmegaConf.select(hydra_cfg, "launcher._target_", default="") or "") if hydra_cfg else ""
     if "Joblib" not in target:
         return None
-    n_jobs = int(OmegaConf.select(hydra_cfg, "launcher.n_jobs", default=1) or 1)
-    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
-    n_jobs = cores if n_jobs < 0 else n_jobs
-    return max(1, cores // max(1, n_jobs))
+    return loader_options.core_share(jobs=parallel_jobs(hydra_cfg))
 
 
 def reset_process_state(cfg: DictConfig, hydra_cfg: DictConfig | None) -> dict[str, Any]:
@@ -226,10 +235,17 @@ def reset_process_state(cfg: DictConfig, hydra_cfg: DictConfig | None) -> dict[s
     gc.collect()
     if torch.cuda.is_initialized():
         torch.cuda.empty_cache()
+    jobs = parallel_jobs(hydra_cfg)
+    loader_options.set_launch_share(jobs)  # loaders of this job take workers out of its share only
     threads = _torch_threads(hydra_cfg)
     if threads is not None:
         torch.set_num_threads(threads)
     state["torch_threads"] = torch.get_num_threads()
+    state["parallel_jobs"] = jobs
+    state["core_share"] = loader_options.core_share()
+    if jobs > 1:
+        print(f"{jobs} jobs at once on {loader_options.available_cores()} core(s): this job keeps to "
+              f"{state['core_share']} (torch threads and data loader workers together)")
     # train() seeds again with Lightning; seeding here too covers anything built before that.
     seed = int(cfg.get("seed", 0))
     random.seed(seed)

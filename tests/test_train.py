@@ -160,11 +160,12 @@ def test_gpu_accelerator_without_a_visible_gpu_exits_2(tmp_path: Path) -> None:
 
 def test_a_value_refused_by_a_constructor_exits_2_naming_its_key(tmp_path: Path) -> None:
     data_dir = tmp_path / "data"
-    proc = run_cli("experiment=violence_optimal", "callbacks.class_gap.warn=0.3", "model.pretrained=false",
+    proc = run_cli("experiment=violence_optimal", "callbacks.prediction_collapse.low=0.9999", "model.pretrained=false",
                    f"paths.data_dir={data_dir}", f"paths.cache_dir={tmp_path / 'cache'}",
                    f"hydra.run.dir={tmp_path / 'run'}")
     assert proc.returncode == 2, proc.stderr[-2000:]
-    assert "error: callbacks.class_gap: ClassGap: warn (0.3) must not exceed critical (0.25)" in proc.stderr
+    assert ("error: callbacks.prediction_collapse: PredictionCollapse: need 0 <= low < high <= 1, got low=0.9999"
+            in proc.stderr)
     assert not data_dir.exists()
 
 

@@ -1,4 +1,4 @@
-"""Class-gap alerts with the violence preset's thresholds, and the early-decision rule."""
+"""Class-gap alarms with the violence preset's health rules, and the early-decision rule."""
 
 from __future__ import annotations
 
@@ -13,8 +13,10 @@ from omegaconf import OmegaConf
 from callbacks import ClassGap
 from callbacks.early_decision import EarlyDecision
 from suite.contracts import StepOutput
+from suite.health import HealthMonitor, rules_from_config
 
 CONF = Path(__file__).resolve().parents[2] / "conf" / "callbacks" / "violence.yaml"
+HEALTH = Path(__file__).resolve().parents[2] / "conf" / "health" / "violence.yaml"
 
 
 def trainer(epoch: int = 0, **metrics: float) -> SimpleNamespace:
@@ -31,7 +33,13 @@ def module() -> MagicMock:
 
 def preset_class_gap() -> ClassGap:
     node = OmegaConf.load(CONF).class_gap
-    return ClassGap(class_names=list(node.class_names), warn=node.warn, critical=node.critical)
+    return ClassGap(class_names=list(node.class_names))
+
+
+def gap_monitor() -> HealthMonitor:
+    node = OmegaConf.load(HEALTH)
+    rules = OmegaConf.to_container(node.rules)
+    return HealthMonitor([r for r in rules_from_config(rules, node.seed) if r.name.startswith("class_gap")])
 
 
 def run_gap(cb: ClassGap, preds: list[int], target: list[int]) -> tuple[SimpleNamespace, MagicMock]:
@@ -43,37 +51,45 @@ def run_gap(cb: ClassGap, preds: list[int], target: list[int]) -> tuple[SimpleNa
 
 
 def test_preset_thresholds_are_the_seeds() -> None:
-    cb = preset_class_gap()
-    assert (cb.warn, cb.critical) == (0.15, 0.25)  # the seed's 15 and 25 points
+    rules = {r.name: r for r in gap_monitor().rules}
+    assert rules["class_gap_warning"].params["threshold"] == 0.15  # the seed's 15 points
+    assert rules["class_gap_critical"].params["threshold"] == 0.25  # and 25 points, "consistently"
+    assert rules["class_gap_critical"].severity == "critical" and rules["class_gap_critical"].window == 3
 
 
-def test_class_gap_critical_like_the_failed_model(capsys) -> None:
+def test_class_gap_critical_like_the_failed_model() -> None:
     # seed's failed model: violent 23 %, non-violent 86 % -> gap 63 points
     target = [1] * 100 + [0] * 100
     preds = [1] * 23 + [0] * 77 + [0] * 86 + [1] * 14
     cb = preset_class_gap()
     _, mod = run_gap(cb, preds, target)
-    assert cb.level == "critical" and cb.last_gap == pytest.approx(0.63)
-    assert "CRITICAL class gap 63.0" in capsys.readouterr().out
+    assert cb.last_gap == pytest.approx(0.63)
     logged = {c.args[0]: float(c.args[1]) for c in mod.log.call_args_list}
     assert logged["val/acc_violent"] == pytest.approx(0.23)
     assert logged["val/acc_non_violent"] == pytest.approx(0.86)
+    monitor, history, fired = gap_monitor(), [], []
+    for epoch in range(3):
+        history.append({"epoch": epoch, "step": epoch, "val/class_gap": logged["val/class_gap"]})
+        fired.append([a["rule"] for a in monitor.evaluate(history)])
+    # a warning at once, critical once it held three epochs in a row; neither repeats within the episode
+    assert fired == [["class_gap_warning"], [], ["class_gap_critical"]]
 
 
-def test_class_gap_warns_between_15_and_25(capsys) -> None:
+def test_class_gap_warns_between_15_and_25() -> None:
     target = [1] * 10 + [0] * 10
     preds = [1] * 7 + [0] * 3 + [0] * 9 + [1] * 1  # 70 % vs 90 %
     cb = preset_class_gap()
     run_gap(cb, preds, target)
-    assert cb.level == "warn" and "class gap warning: 20.0" in capsys.readouterr().out
+    alerts = gap_monitor().evaluate([{"epoch": 0, "step": 1, "val/class_gap": cb.last_gap}])
+    assert [a["rule"] for a in alerts] == ["class_gap_warning"] and "20.0%" in alerts[0]["message"]
 
 
-def test_class_gap_silent_when_balanced(capsys) -> None:
+def test_class_gap_silent_when_balanced() -> None:
     target = [1] * 10 + [0] * 10
     preds = [1] * 9 + [0] * 1 + [0] * 9 + [1] * 1
     cb = preset_class_gap()
     run_gap(cb, preds, target)
-    assert cb.level == "ok" and "gap" not in capsys.readouterr().out
+    assert gap_monitor().evaluate([{"epoch": 0, "step": 1, "val/class_gap": cb.last_gap}]) == []
 
 
 def test_early_decision_stops_a_doomed_run(capsys) -> None:

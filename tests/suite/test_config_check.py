@@ -179,9 +179,9 @@ def test_good_group_choices_pass(argv: list[str]) -> None:
 
 
 def test_a_value_refused_by_a_callback_constructor_names_the_callback_key(make_cfg) -> None:
-    cfg = make_cfg(["experiment=violence_optimal", "callbacks.class_gap.warn=0.3"])
-    with pytest.raises(ConfigError, match=r"^callbacks.class_gap: ClassGap: warn \(0.3\) must not exceed critical"):
-        instantiate(cfg.callbacks.class_gap, key="callbacks.class_gap")
+    cfg = make_cfg(["experiment=violence_optimal", "callbacks.prediction_collapse.low=0.9999"])
+    with pytest.raises(ConfigError, match=r"^callbacks.prediction_collapse: PredictionCollapse: need 0 <= low < high"):
+        instantiate(cfg.callbacks.prediction_collapse, key="callbacks.prediction_collapse")
 
 
 def test_a_value_refused_by_a_module_constructor_names_the_model_key(make_cfg) -> None:
@@ -191,12 +191,12 @@ def test_a_value_refused_by_a_module_constructor_names_the_model_key(make_cfg) -
 
 
 def test_a_nested_node_that_refuses_is_named_by_its_full_key() -> None:
-    gap = {"_target_": "callbacks.class_gap.ClassGap", "warn": 0.9, "critical": 0.1}
+    gap = {"_target_": "callbacks.collapse.PredictionCollapse", "low": 0.9, "high": 0.1}
     cfg = OmegaConf.create({"model": {"_target_": "builtins.dict", "net": gap}})
-    with pytest.raises(ConfigError, match=r"^model.net: ClassGap: warn"):
+    with pytest.raises(ConfigError, match=r"^model.net: PredictionCollapse: need"):
         instantiate(cfg.model, key="model")
     detached = OmegaConf.create(gap)
-    with pytest.raises(ConfigError, match=r"^callbacks.gap: ClassGap: warn"):
+    with pytest.raises(ConfigError, match=r"^callbacks.gap: PredictionCollapse: need"):
         instantiate(detached, key="callbacks.gap")
 
 
