@@ -26,6 +26,7 @@ from typing import Any, Union
 from omegaconf import DictConfig, ListConfig, OmegaConf
 
 from suite.errors import ConfigError
+from suite.precision import precision_errors
 
 # Top-level scalar keys of conf/train.yaml and their types.
 TOP_LEVEL_TYPES: dict[str, Any] = {
@@ -162,6 +163,7 @@ def validate_config(cfg: DictConfig) -> None:
         if isinstance(node, DictConfig):
             _check_node(node, group, errors)
     errors += range_errors(cfg)
+    errors += precision_errors(cfg)
     if errors:
         raise ConfigError("invalid config:\n  - " + "\n  - ".join(errors))
 
