@@ -75,8 +75,10 @@ class SegmentationModule(SuiteModule):
         log_images: int = 4,
         pretrained: bool = False,
         weights: str | None = None,
+        compile: bool | dict[str, Any] = False,
     ):
-        super().__init__(optimizer=optimizer, scheduler=scheduler, pretrained=pretrained, weights=weights)
+        super().__init__(optimizer=optimizer, scheduler=scheduler, pretrained=pretrained, weights=weights,
+                         compile=compile)
         self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler"])
         self.net = net
         self.loss_fn = loss

@@ -1,0 +1,134 @@
+"""Training curves (training_history.json) and the alarms of alerts.json on a timeline over the selection metric."""
+
+from __future__ import annotations
+
+import math
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+from matplotlib.ticker import MaxNLocator
+
+from suite.report.figures import Section, figure_md, fmt, save, table
+from suite.report.run import RunFacts
+
+SEVERITY_STYLE = {"warn": ("^", "tab:orange"), "critical": ("X", "tab:red")}
+
+
+def series(history: list[dict[str, Any]], key: str) -> tuple[list[float], list[float]]:
+    """(epochs, values) of one metric over the history; epochs where it is missing or not finite are skipped."""
+    xs, ys = [], []
+    for i, record in enumerate(history):
+        value = record.get(key)
+        if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
+            xs.append(float(record.get("epoch", i)))
+            ys.append(float(value))
+    return xs, ys
+
+
+def _alert_epoch(alert: dict[str, Any], history: list[dict[str, Any]]) -> float:
+    """The alarm's epoch; an alarm raised by step (inside an epoch) sits at the first epoch whose end step reaches."""
+    if isinstance(alert.get("epoch"), int | float):
+        return float(alert["epoch"])
+    step = alert.get("step")
+    if isinstance(step, int | float):
+        for i, record in enumerate(history):
+            if isinstance(record.get("step"), int | float) and record["step"] >= step:
+                return float(record.get("epoch", i))
+    return float(len(history))
+
+
+def alarms_section(run: RunFacts, folder: Path) -> Section:
+    alerts, history, metric = run.alerts, run.history, run.selection_metric
+    if alerts is None:
+        return Section("Alarms", "The run was not watched: it has no alerts.json (runs before the run-health "
+                                 "alarms, or trained without them).")
+    counts = Counter((a.get("rule", "?"), a.get("severity", "?")) for a in alerts)
+    xs, ys = series(history, metric) if metric else ([], [])
+    if not alerts and not xs:
+        return Section("Alarms", "No alarms: alerts.json is empty.")
+    rules = sorted({str(a.get("rule", "?")) for a in alerts})
+    rows = max(len(rules), 1)
+    fig, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(7.5, 2.6 + 0.35 * rows),
+                                      gridspec_kw={"height_ratios": [2.2, 0.4 + 0.35 * rows]})
+    if xs:
+        top.plot(xs, ys, "o-", color="tab:blue", label=metric)
+        top.legend(loc="best", fontsize=8)
+    top.set_ylabel(metric or "selection metric")
+    top.grid(alpha=0.3)
+    for alert in alerts:
+        x = _alert_epoch(alert, history)
+        severity = str(alert.get("severity", "warn"))
+        marker, colour = SEVERITY_STYLE.get(severity, ("o", "tab:gray"))
+        top.axvline(x, color=colour, alpha=0.35, lw=1)
+        y = rules.index(str(alert.get("rule", "?")))
+        bottom.scatter([x], [y], marker=marker, color=colour, s=90 if alert.get("action") == "stop" else 45,
+                       edgecolors="black" if alert.get("action") == "stop" else "none", zorder=3)
+    bottom.set_yticks(range(len(rules)), rules or ["(no alarms)"], fontsize=8)
+    bottom.set_ylim(-0.6, rows - 0.4)
+    bottom.set_xlabel("epoch")
+    bottom.grid(alpha=0.3, axis="x")
+    for severity, (marker, colour) in SEVERITY_STYLE.items():
+        bottom.scatter([], [], marker=marker, color=colour, label=severity)
+    bottom.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
+    top.set_title("alarms over the selection metric" if alerts else "no alarms fired", fontsize=10)
+    link = save(fig, folder, "alarms")
+    if alerts:
+        parts = ", ".join(f"{rule} ({severity}) ×{n}" for (rule, severity), n in sorted(counts.items()))
+        stops = sum(a.get("action") == "stop" for a in alerts)
+        caption = (f"{len(alerts)} alarm(s) fired: {parts}; {stops} stopped the run. Top: {metric} per epoch, "
+                   "a vertical line per alarm; bottom: one row per rule, triangle = warn, cross = critical, "
+                   "black edge = the alarm stopped training.")
+        listing = table(["epoch", "step", "rule", "severity", "action", "seed", "message", "hint"],
+                        [[a.get("epoch"), a.get("step"), a.get("rule"), a.get("severity"), a.get("action"),
+                          a.get("seed"), a.get("message"), a.get("hint")] for a in alerts])
+        return Section("Alarms", figure_md(link, caption) + "\n" + listing)
+    caption = (f"No alarms: alerts.json is empty; {metric} per epoch for reference "
+               f"(last value {fmt(ys[-1]) if ys else '—'}).")
+    return Section("Alarms", figure_md(link, caption))
+
+
+def _metric_names(history: list[dict[str, Any]], stage: str) -> list[str]:
+    names: dict[str, None] = {}
+    for record in history:
+        for key, value in record.items():
+            if key.startswith(f"{stage}/") and isinstance(value, int | float) and not isinstance(value, bool):
+                names[key] = None
+    return list(names)
+
+
+def curves_section(run: RunFacts, folder: Path) -> Section:
+    history = run.history
+    if not history:
+        return Section("Training curves", "No training_history.json: the run recorded no per-epoch metrics.")
+    val_names = [k for k in _metric_names(history, "val") if not k.endswith("/loss")]
+    losses = sorted({k for k in _metric_names(history, "train") + _metric_names(history, "val") if k.endswith("loss")})
+    panels = [("loss", losses)] + [(name, [name.replace("val/", "train/", 1), name]) for name in val_names]
+    cols = min(3, len(panels))
+    nrows = math.ceil(len(panels) / cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(3.3 * cols, 2.5 * nrows), squeeze=False)
+    last = []
+    for ax, (title, keys) in zip(axes.flat, panels, strict=False):
+        for key in keys:
+            xs, ys = series(history, key)
+            if xs:
+                train = key.startswith("train/")
+                ax.plot(xs, ys, ("o" if len(xs) < 20 else "") + ("--" if train else "-"), ms=3, label=key,
+                        color="tab:gray" if train else "tab:blue")
+                if key.startswith("val/"):
+                    last.append(f"{key} {fmt(ys[-1], 3)}")
+        ax.set_title(title, fontsize=9)
+        ax.tick_params(labelsize=7)
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6, loc="best")
+    for ax in list(axes.flat)[len(panels):]:
+        ax.axis("off")
+    fig.supxlabel("epoch", fontsize=8)
+    fig.tight_layout()
+    link = save(fig, folder, "curves")
+    caption = (f"Loss and every validation metric (solid blue) with its training counterpart (dashed gray), "
+               f"per epoch, over "
+               f"{len(history)} epoch(s). Last validation values: {', '.join(last) or 'none logged'}.")
+    return Section("Training curves", figure_md(link, caption))
