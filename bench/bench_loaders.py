@@ -1,6 +1,6 @@
 """Wait for the next batch vs one training (and validation) step, for every task's loader and preset network.
 
-    python bench/bench_loaders.py [--task all|behavior|relevance|segmentation|violence|lego]
+    python bench/bench_loaders.py [--task all | behavior relevance segmentation violence lego]
                                   [--workers 0 auto] [--train-batches 16] [--val-batches 10] [--skip 3]
                                   [--accelerator auto]
 
@@ -105,7 +105,7 @@ def measure(task: str, workers: str, args: argparse.Namespace, tmp: Path) -> dic
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--task", default="all", choices=["all", *TASKS])
+    parser.add_argument("--task", nargs="+", default=["all"], choices=["all", *TASKS])
     parser.add_argument("--workers", nargs="+", default=["0", "auto"])
     parser.add_argument("--train-batches", type=int, default=16)
     parser.add_argument("--val-batches", type=int, default=10)
@@ -114,7 +114,7 @@ def main() -> None:
     args = parser.parse_args()
     logging.getLogger("lightning").setLevel(logging.ERROR)
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
-    tasks = list(TASKS) if args.task == "all" else [args.task]
+    tasks = list(TASKS) if "all" in args.task else args.task
     threads = torch.get_num_threads()
     rows = []
     for task in tasks:
