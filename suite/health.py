@@ -328,7 +328,13 @@ def make_alert(rule: str, message: str, *, step: int, epoch: int | None = None, 
     return {"epoch": epoch, "step": int(step), "batch": batch, "rule": rule, "severity": severity,
             "action": action, "seed": seed, "message": message,
             # NaN/inf are not JSON: they are kept as null (the message says what the value was)
-            "values": {k: _finite(v) for k, v in (values or {}).items()}, "hint": hint}
+            "values": {k: _short(v) for k, v in (values or {}).items()}, "hint": hint}
+
+
+def _short(value: Any) -> float | None:
+    """A finite value at 6 significant digits (float32 metrics print as 0.20000000298 otherwise)."""
+    out = _finite(value)
+    return None if out is None else float(f"{out:.6g}")
 
 
 class HealthMonitor:
