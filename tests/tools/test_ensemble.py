@@ -207,3 +207,25 @@ def test_two_seeds_of_a_real_lego_run(tmp_path: Path, shared_data_dir: Path) -> 
     assert len(rows) == metrics["items"] > 0
     member_rows = read_csv(sweep / "1" / "predictions_agg.csv")
     assert {r["item_id"] for r in rows} == {r["item_id"] for r in member_rows}
+
+
+def test_out_that_is_a_file_is_refused_before_reading(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "file.txt").write_text("x")
+    with pytest.raises(SystemExit) as exit_info:
+        main([str(tmp_path / "missing"), "--out", str(tmp_path / "file.txt")])
+    assert exit_info.value.code == 2 and "is a file" in capsys.readouterr().err
+
+
+def test_ctrl_c_exits_130_without_a_traceback() -> None:
+    import subprocess
+    import sys
+
+    code = ("import argparse, runpy, sys\n"
+            "def interrupted(*args, **kwargs):\n    raise KeyboardInterrupt\n"
+            "argparse.ArgumentParser.parse_args = interrupted\n"
+            "sys.argv = ['tools.ensemble']\nrunpy.run_module('tools.ensemble', run_name='__main__')\n")
+    root = Path(__file__).resolve().parents[2]
+    env = {"NO_ALBUMENTATIONS_UPDATE": "1", "HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
+    proc = subprocess.run([sys.executable, "-c", code], cwd=root, capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 130, proc.stderr[-2000:]
+    assert "Traceback" not in proc.stderr
