@@ -7,6 +7,7 @@ finish): a section whose file is missing says so instead of failing the whole re
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -59,18 +60,41 @@ class RunFacts:
         metric = self.config.get("selection_metric")
         return str(metric) if metric else None
 
+    def _source_dirs(self) -> list[Path]:
+        """The folders the run read data from (manifests_used.txt), feature caches left out."""
+        cache = (self.config.get("paths") or {}).get("cache_dir")
+        dirs = []
+        for source in self.sources:
+            path = Path(source)
+            if cache and path.is_relative_to(Path(str(cache))):
+                continue
+            folder = path if path.is_dir() else path.parent if path.suffix else None
+            if folder is not None and folder.is_dir():
+                dirs.append(folder)
+        return list(dict.fromkeys(dirs))
+
     @property
     def data_root(self) -> Path | None:
-        """``data.root``, else the folder of the first source the run read (a synthetic run's generated folder)."""
+        """``data.root``, else the folder holding every source the run read (a synthetic run's generated folder)."""
         data = self.config.get("data") or {}
         if data.get("root"):
             return Path(str(data["root"]))
-        for source in self.sources:
-            path = Path(source)
-            if path.is_dir():
-                return path
-            if path.suffix and path.parent.is_dir():
-                return path.parent
+        dirs = self._source_dirs()
+        if not dirs:
+            return None
+        return Path(os.path.commonpath([str(d) for d in dirs]))
+
+    def resolve_item(self, item_id: str) -> Path | None:
+        """The file of a prediction's ``item_id`` (a path relative to the data root or to a source folder)."""
+        given = Path(item_id)
+        if given.is_absolute():
+            return given if given.exists() else None
+        bases = [self.data_root] if self.data_root else []
+        for folder in self._source_dirs():
+            bases += [folder, folder.parent]
+        for base in dict.fromkeys(bases):
+            if (base / given).is_file():
+                return base / given
         return None
 
     @property

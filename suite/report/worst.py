@@ -69,7 +69,7 @@ def _event_frames(path: Path, start_s: float | None, end_s: float | None) -> np.
     if start_s is not None and end_s is not None:
         first, last = event_frame_range(info, start_s, end_s)
     else:
-        first, last = 0, max(info.frames - 1, 0)
+        first, last = 0, max(info.num_frames - 1, 0)
     span = max(last - first + 1, 1)
     indices = [first + i for i in uniform_indices(span, min(FRAMES_PER_STRIP, span))]
     width = 160
@@ -98,63 +98,72 @@ def _behavior_events(run: RunFacts) -> pd.DataFrame:
     return pd.concat(tables).drop_duplicates("event_id") if tables else pd.DataFrame()
 
 
-def _missed(run: RunFacts) -> tuple[pd.DataFrame, str | None]:
+def _errors(run: RunFacts) -> tuple[pd.DataFrame, str | None]:
+    """The wrong test items of a binary head, worst first: missed positives (lowest positive score first),
+    then false alarms (highest positive score first); column ``_kind`` says which."""
     frame = labelled(run.predictions)
     positive = _positive_class(run, frame) if not frame.empty else None
     if positive is None:
         return pd.DataFrame(), None
-    missed = frame[(frame["label"] == positive) & (frame["pred"] != positive)].copy()
     score = f"score_{positive}"
-    missed["_score"] = numeric(missed, score) if score in missed.columns else np.nan
-    return missed.sort_values("_score"), positive
+    frame = frame.assign(_score=numeric(frame, score) if score in frame.columns else np.nan)
+    missed = frame[(frame["label"] == positive) & (frame["pred"] != positive)].sort_values("_score")
+    false = frame[(frame["label"] != positive) & (frame["pred"] == positive)].sort_values("_score", ascending=False)
+    return pd.concat([missed.assign(_kind="missed"), false.assign(_kind="false alarm")]), positive
+
+
+def _video_errors(run: RunFacts, folder: Path, locate: Callable[[pd.Series], tuple[Path, float | None,
+                  float | None] | None], what: str) -> Section:
+    """Strips of the worst wrong events/videos (misses first) of a binary video head."""
+    errors, positive = _errors(run)
+    if errors.empty:
+        return Section("Worst items", f"No wrong {what} on the test split: nothing to show.")
+    rows, kinds = [], []
+    for _, item in errors.iterrows():
+        if len(rows) >= MAX_EVENTS:
+            break
+        where = locate(item)
+        if where is None:
+            continue
+        path, start, end = where
+        span = f"\n{start:.1f}-{end:.1f} s" if start is not None and end is not None else ""
+        rows.append((_event_frames(path, start, end),
+                     f"{item['_kind']}\n{Path(item['item_id']).name}{span}\np({positive})={item['_score']:.2f}"))
+        kinds.append(item["_kind"])
+    missed, false = int((errors["_kind"] == "missed").sum()), int((errors["_kind"] == "false alarm").sum())
+    if not rows:
+        return Section("Worst items", f"{missed} missed and {false} false-alarm {what}, none found on disk (the data "
+                                      f"root {run.data_root} or the manifests of manifests_used.txt).")
+    fig = _strip_figure(rows, f"wrong {what}: missed '{positive}' first, then false alarms")
+    link = save(fig, folder, "worst_events")
+    caption = (f"{len(rows)} wrong test {what} ({kinds.count('missed')} missed '{positive}', "
+               f"{kinds.count('false alarm')} false alarm(s); of {missed} missed and {false} false alarms in all): "
+               f"{FRAMES_PER_STRIP} frames spread over each, with p({positive}). Misses are drawn first, the lowest "
+               f"p({positive}) first; then false alarms, the highest first.")
+    return Section("Worst items", figure_md(link, caption))
 
 
 def behavior_worst(run: RunFacts, folder: Path) -> Section:
-    missed, positive = _missed(run)
-    if missed.empty:
-        return Section("Worst items", f"No missed '{positive}' event on the test split: nothing to show.")
     events = _behavior_events(run)
     lookup = events.set_index("event_id") if not events.empty else None
-    rows = []
-    for _, item in missed.head(MAX_EVENTS).iterrows():
+
+    def locate(item: pd.Series) -> tuple[Path, float, float] | None:
         if lookup is None or item["item_id"] not in lookup.index:
-            continue
+            return None
         event = lookup.loc[item["item_id"]]
-        start, end = float(event["start_s"]), float(event["end_s"])
-        frames = _event_frames(Path(event["resolved"]), start, end)
-        rows.append((frames, f"{item['item_id']}\n{start:.1f}-{end:.1f} s\np({positive})={item['_score']:.2f}"))
-    if not rows:
-        return Section("Worst items", f"{len(missed)} missed '{positive}' event(s), but none could be traced to a "
-                                      "video of the manifests the run read (manifests_used.txt).")
-    fig = _strip_figure(rows, f"missed '{positive}' events (label {positive}, predicted otherwise)")
-    link = save(fig, folder, "worst_events")
-    caption = (f"The {len(rows)} missed '{positive}' event(s) with the lowest score, of {len(missed)} missed on the "
-               f"test split: {FRAMES_PER_STRIP} frames spread over each event, with its id, time span and "
-               f"p({positive}).")
-    return Section("Worst items", figure_md(link, caption))
+        path = Path(event["resolved"])
+        return (path, float(event["start_s"]), float(event["end_s"])) if path.is_file() else None
+
+    return _video_errors(run, folder, locate, "events")
 
 
 # -- violence --------------------------------------------------------------------------------------------
 def violence_worst(run: RunFacts, folder: Path) -> Section:
-    missed, positive = _missed(run)
-    if missed.empty:
-        return Section("Worst items", f"No missed '{positive}' video on the test split: nothing to show.")
-    root = run.data_root
-    rows = []
-    for _, item in missed.head(MAX_EVENTS).iterrows():
-        path = Path(item["item_id"])
-        path = path if path.is_absolute() or root is None else root / path
-        if not path.is_file():
-            continue
-        rows.append((_event_frames(path, None, None), f"{path.name}\np({positive})={item['_score']:.2f}"))
-    if not rows:
-        return Section("Worst items", f"{len(missed)} missed '{positive}' video(s), none found under the data root "
-                                      f"{root}.")
-    fig = _strip_figure(rows, f"missed '{positive}' videos (label {positive}, predicted otherwise)")
-    link = save(fig, folder, "worst_videos")
-    caption = (f"The {len(rows)} missed '{positive}' video(s) with the lowest score, of {len(missed)} missed on the "
-               f"test split: {FRAMES_PER_STRIP} frames spread over each video, with p({positive}).")
-    return Section("Worst items", figure_md(link, caption))
+    def locate(item: pd.Series) -> tuple[Path, None, None] | None:
+        path = run.resolve_item(item["item_id"])
+        return (path, None, None) if path is not None else None
+
+    return _video_errors(run, folder, locate, "videos")
 
 
 # -- segmentation ------------------------------------------------------------------------------------------
@@ -181,9 +190,9 @@ def segmentation_worst(run: RunFacts, folder: Path) -> Section:
     foreground = run.label_map.get("foreground_value")
     rows = []
     for _, item in worst.iterrows():
-        image_path = run.data_root / item["item_id"]
-        mask_path = _mask_of(image_path)
-        if not image_path.is_file() or mask_path is None:
+        image_path = run.resolve_item(item["item_id"])
+        mask_path = _mask_of(image_path) if image_path is not None else None
+        if image_path is None or mask_path is None:
             continue
         rgb = read_image(image_path)
         truth = binarize(read_mask(mask_path), foreground)
@@ -228,9 +237,11 @@ def lego_worst(run: RunFacts, folder: Path) -> Section:
         example = frame[frame["label"] == pred]
         sample = example[example["pred"] == pred]
         sample = sample if not sample.empty else example
-        pictures = [(root / misread["item_id"], f"true {true}, read {pred}\n{Path(misread['item_id']).name}")]
+        name = Path(misread["item_id"]).name
+        pictures = [(run.resolve_item(misread["item_id"]), f"true {true}, read {pred}\n{name}")]
         if not sample.empty:
-            pictures.append((root / sample.iloc[0]["item_id"], f"a {pred}\n{Path(sample.iloc[0]['item_id']).name}"))
+            pictures.append((run.resolve_item(sample.iloc[0]["item_id"]),
+                             f"a {pred}\n{Path(sample.iloc[0]['item_id']).name}"))
         rows.append((pictures, int(count), true, pred))
     fig, axes = plt.subplots(len(rows), 2, figsize=(4.4, 2.3 * len(rows) + 0.2), squeeze=False)
     for r, (pictures, count, true, pred) in enumerate(rows):
@@ -238,7 +249,7 @@ def lego_worst(run: RunFacts, folder: Path) -> Section:
             ax = axes[r, c]
             ax.set_xticks([])
             ax.set_yticks([])
-            if c >= len(pictures) or not pictures[c][0].is_file():
+            if c >= len(pictures) or pictures[c][0] is None:
                 ax.axis("off")
                 continue
             ax.imshow(read_image(pictures[c][0]))
@@ -252,11 +263,67 @@ def lego_worst(run: RunFacts, folder: Path) -> Section:
     return Section("Worst items", figure_md(link, caption))
 
 
+# -- relevance -----------------------------------------------------------------------------------------------
+def _event_folder_frames(folder: Path) -> np.ndarray | None:
+    """Frames spread over one motion event's folder of images (name order, as the data module reads them)."""
+    from datamodules.images import list_images, read_image
+    from datamodules.video import uniform_indices
+
+    files = list_images(folder) if folder.is_dir() else []
+    if not files:
+        return None
+    frames = [read_image(files[i]) for i in uniform_indices(len(files), min(FRAMES_PER_STRIP, len(files)))]
+    height, width = frames[0].shape[:2]
+    return np.stack([f if f.shape[:2] == (height, width) else np.zeros_like(frames[0]) for f in frames])
+
+
+def relevance_worst(run: RunFacts, folder: Path) -> Section:
+    """Segmentation mode: the events whose alert is wrong, furthest from the truth first (the predictions hold
+    the event score, not a per-event pixel IoU). Contrastive mode: the wrong triplets, the anchor closest to the
+    negative first."""
+    frame, root = run.predictions, run.data_root
+    if frame is None or frame.empty or root is None:
+        return Section("Worst items", "No test predictions or no data root: nothing to show.")
+    if "triplet_right" in frame.columns:
+        gap = numeric(frame, "d_positive") - numeric(frame, "d_negative")
+        wrong = frame.assign(_gap=gap)[numeric(frame, "triplet_right") == 0].sort_values("_gap", ascending=False)
+        texts = [f"{i['item_id']}\nd+ {float(i['d_positive']):.2f} d- {float(i['d_negative']):.2f}"
+                 for _, i in wrong.iterrows()]
+        what, order = "wrong triplets (the positive further than the negative)", "the largest d+ - d- first"
+    else:
+        known = labelled(frame)
+        score = (numeric(known, "score_relevant") if "score_relevant" in known.columns
+                 else pd.Series(np.nan, known.index))
+        truth = (known["label"] == "relevant").astype(float)
+        wrong = known.assign(_off=(score - truth).abs())[known["label"] != known["pred"]].sort_values(
+            "_off", ascending=False)
+        texts = [f"{i['item_id']}\ntrue {i['label']}, alert {i['pred']}\nscore {i['_off']:.2f} off"
+                 for _, i in wrong.iterrows()]
+        what, order = "events with a wrong alert", "the event score furthest from the truth first"
+    if wrong.empty:
+        return Section("Worst items", f"No {what.split(' (')[0]} on the test split: nothing to show.")
+    rows = []
+    for (_, item), text in zip(wrong.iterrows(), texts, strict=True):
+        if len(rows) >= MAX_EVENTS:
+            break
+        frames = _event_folder_frames(root / item["item_id"])
+        if frames is not None:
+            rows.append((frames, text))
+    if not rows:
+        return Section("Worst items", f"{len(wrong)} {what}, none found under the data root {root}.")
+    fig = _strip_figure(rows, what)
+    link = save(fig, folder, "worst_events")
+    caption = (f"{len(rows)} of the {len(wrong)} {what} on the test split, {order}: {FRAMES_PER_STRIP} frames spread "
+               "over each event's folder.")
+    return Section("Worst items", figure_md(link, caption))
+
+
 WORST: dict[str, Callable[[RunFacts, Path], Section]] = {
     "behavior": behavior_worst,
     "violence": violence_worst,
     "segmentation": segmentation_worst,
     "lego": lego_worst,
+    "relevance": relevance_worst,
 }
 
 
