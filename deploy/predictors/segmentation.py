@@ -8,18 +8,20 @@ reads them (``datamodules.images.read_image``: RGB, EXIF orientation applied). T
 and gives the foreground probability per pixel; a pixel is foreground above the run's threshold
 (``threshold=`` overrides it).
 
-Images are never cropped. The training size is the run's input size (``train_size`` in the bundle's
-options: ``data.image_size`` or ``data.crop_size``); an image no larger than it, or any image of a run
-trained on whole images, goes through the net whole. A larger one is
+Images are never cropped. A run's evaluation saw whole images: padded to a multiple of the net's stride
+(32) and, above ``tile_size`` px (the bundle's options, ``model.eval_tile``, 1024 by default), in
+overlapping tiles of that size whose probabilities are blended with weights that fall off towards each
+tile's edges, so the tiles leave no seams. A predictor does the same, so its masks are those the reported
+metrics scored. For a run trained on resized images (``data.image_size``) an image larger than the
+training size (``train_size``) is
 
-- ``large=tile``: cut into overlapping tiles of the training size (``overlap``, a fraction of
-  the tile), whose probabilities are blended with weights that fall off towards each tile's edges, so
-  the objects keep the scale the net was trained at and the tiles leave no seams;
 - ``large=resize``: resized to the training size and its probabilities resized back (what the run's
-  evaluation does when it trained with ``data.image_size``).
+  evaluation does when it trained with ``data.image_size``);
+- ``large=tile``: run whole or in tiles as above, at its own scale.
 
 ``large=auto`` (default) resizes for a run trained on resized images (the spec's ``resized_to``) and
-tiles for a run trained on crops or whole images.
+tiles for a run trained on crops or whole images. ``overlap`` is the tiles' overlap (a fraction of the
+tile). Bundles exported before ``tile_size`` existed tile at the training size.
 
 Outputs: ``pictures/masks/<name>.png`` (0/255, the input's size), ``pictures/overlays/<name>.png``
 (foreground tinted red); ``predictions.csv`` extras ``width``, ``height``, ``foreground_fraction``,
@@ -46,6 +48,8 @@ from suite.contracts import PredictionRow
 from suite.errors import ConfigError, DataError
 
 GRAPH = "model"
+#: the U-Net's output stride: inputs are padded to a multiple of it, as the run's evaluation pads them
+STRIDE = 32
 LARGE_MODES = ("tile", "resize")
 #: share of red in the overlay's foreground pixels
 TINT = 0.45
@@ -118,6 +122,8 @@ class SegmentationPredictor(Predictor):
             raise ConfigError(f"predict option threshold={given}: expected a number in (0, 1)")
         size = run.get("train_size")
         self.train_size: tuple[int, int] | None = (int(size[0]), int(size[1])) if size else None
+        tile = run.get("tile_size")
+        self.tile_size: int | None = int(tile) if tile else None
         self.output = self.meta["graphs"][GRAPH]["outputs"][0]
 
     # -- the model ---------------------------------------------------------------------------------
@@ -129,6 +135,16 @@ class SegmentationPredictor(Predictor):
             chunk = images[start:start + step].transpose(0, 3, 1, 2).astype(np.float32)
             out.append(np.asarray(self.backend.run(GRAPH, chunk)[self.output], np.float32)[:, 0])
         return np.concatenate(out)
+
+    def _run_padded(self, images: np.ndarray) -> np.ndarray:
+        """:meth:`_run` on images padded (reflected) at the bottom and right to a multiple of the net's stride,
+        the probabilities cut back to the images' size: what the run's evaluation did."""
+        height, width = images.shape[1:3]
+        pad_h, pad_w = -height % STRIDE, -width % STRIDE
+        if pad_h or pad_w:
+            mode = "reflect" if pad_h < height and pad_w < width else "edge"
+            images = np.pad(images, ((0, 0), (0, pad_h), (0, pad_w), (0, 0)), mode=mode)
+        return self._run(images)[:, :height, :width]
 
     def _tiled(self, rgb: np.ndarray, tile_h: int, tile_w: int) -> tuple[np.ndarray, int]:
         height, width = rgb.shape[:2]
@@ -143,7 +159,7 @@ class SegmentationPredictor(Predictor):
         step = int(self.options["batch"])
         for start in range(0, len(boxes), step):
             chunk = boxes[start:start + step]
-            probs = self._run(np.stack([rgb[y:y + tile_h, x:x + tile_w] for y, x in chunk]))
+            probs = self._run_padded(np.stack([rgb[y:y + tile_h, x:x + tile_w] for y, x in chunk]))
             for (y, x), prob in zip(chunk, probs, strict=True):
                 total[y:y + tile_h, x:x + tile_w] += prob * weight
                 norm[y:y + tile_h, x:x + tile_w] += weight
@@ -152,14 +168,20 @@ class SegmentationPredictor(Predictor):
     def probability(self, rgb: np.ndarray) -> tuple[np.ndarray, str, int]:
         """``(foreground probability [H, W] at the image's size, mode, tiles)`` of one RGB uint8 image."""
         height, width = rgb.shape[:2]
-        if self.train_size is None or (height <= self.train_size[0] and width <= self.train_size[1]):
-            return self._run(rgb[None])[0], "whole", 1
-        if self.options["large"] == "resize":
+        larger = self.train_size is not None and (height > self.train_size[0] or width > self.train_size[1])
+        if larger and self.options["large"] == "resize":
             th, tw = self.train_size
             small = cv2.resize(rgb, (tw, th), interpolation=cv2.INTER_AREA)
-            prob = self._run(small[None])[0]
+            prob = self._run_padded(small[None])[0]
             return cv2.resize(prob, (width, height), interpolation=cv2.INTER_LINEAR), "resize", 1
-        prob, tiles = self._tiled(rgb, *self.train_size)
+        if self.tile_size is not None:  # the evaluation's rule: whole up to tile_size, tiles of it above
+            larger = height > self.tile_size or width > self.tile_size
+            tile_h = tile_w = self.tile_size
+        elif larger:  # a bundle from before tile_size: tiles of the training size
+            tile_h, tile_w = self.train_size
+        if not larger:
+            return self._run_padded(rgb[None])[0], "whole", 1
+        prob, tiles = self._tiled(rgb, tile_h, tile_w)
         return prob, "tile", tiles
 
     def segment(self, rgb: np.ndarray) -> dict[str, Any]:

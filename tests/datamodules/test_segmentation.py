@@ -285,3 +285,47 @@ def test_damaged_masks_fail_at_setup_naming_the_file(tmp_path: Path, damage: str
     bad.write_bytes(b"" if damage == "zero bytes" else bad.read_bytes()[:60])
     with pytest.raises(DataError, match=r"1 of 4 image/mask pairs .* cannot be read: .*masks/d2\.png"):
         SegmentationDataModule(root=str(tmp_path)).setup()
+
+
+# -- data.crop_size=auto: crops of large images, whole images otherwise -------------------------------------
+def test_auto_crop_trains_large_images_on_crops_and_evaluates_them_whole(tmp_path: Path, caplog) -> None:
+    sized_dataset(tmp_path, [(80, 96)] * 12)
+    dm = SegmentationDataModule(root=str(tmp_path), batch_size=4, auto_crop_size=32, seed=0)
+    with caplog.at_level("INFO", logger="datamodules.segmentation"):
+        dm.setup()
+        assert dm.train_crop() == 32
+        train = [tuple(b["image"].shape[1:]) for b in dm.train_dataloader()]
+        dm.train_dataloader()
+        assert dm.input_spec().shape == (3, 32, 32)  # what a predictor reads as the training size
+    assert set(train) == {(3, 32, 32)}
+    assert {tuple(b["image"].shape[2:]) for b in dm.val_dataloader()} == {(80, 96)}  # evaluation: whole images
+    chosen = [r.message for r in caplog.records if "crop_size=auto" in r.message]
+    assert len(chosen) == 1 and "32x32 crops" in chosen[0]  # said once, however often the loaders are built
+
+
+def test_auto_crop_keeps_images_no_larger_than_the_crop_whole(tmp_path: Path) -> None:
+    sized_dataset(tmp_path, [(32, 48)] * 12)
+    dm = SegmentationDataModule(root=str(tmp_path), batch_size=4, auto_crop_size=32)
+    dm.setup()
+    assert dm.train_crop() is None and dm.input_spec().shape == (3, None, None)
+    assert {tuple(b["image"].shape[2:]) for b in dm.train_dataloader()} == {(32, 48)}
+
+
+def test_auto_crop_of_mixed_sizes_is_at_most_the_auto_crop_size(tmp_path: Path) -> None:
+    sized_dataset(tmp_path, [(48, 64), (64, 64), (40, 56), (64, 80)] * 3)
+    small_side = SegmentationDataModule(root=str(tmp_path), auto_crop_size=256)
+    assert small_side.train_crop() == 40  # the smallest side, as before
+    assert SegmentationDataModule(root=str(tmp_path), auto_crop_size=32).train_crop() == 32
+
+
+@pytest.mark.parametrize(("options", "crop"), [({"crop_size": 48}, 48), ({"crop_size": None}, None),
+                                               ({"image_size": 64}, None), ({"image_size": 64, "crop_size": 40}, 40)])
+def test_explicit_crop_and_image_size_win_over_auto(tmp_path: Path, options: dict, crop: int | None) -> None:
+    sized_dataset(tmp_path, [(80, 96)] * 12)
+    dm = SegmentationDataModule(root=str(tmp_path), auto_crop_size=32, **options)
+    assert dm.train_crop() == crop
+
+
+def test_unknown_crop_word_is_refused() -> None:
+    with pytest.raises(DataError, match="data.crop_size='big'"):
+        SegmentationDataModule(crop_size="big")

@@ -1,0 +1,77 @@
+"""Segmentation preset on real images: whole-image training vs the data.crop_size=auto default.
+
+Each configuration trains ``experiment=segmentation`` (the preset's 30 epochs unless ``--epochs``) on the
+same data and seed and reports the wall time of the whole ``train.py`` run (fit, test, export, report), the
+best validation F1 (the checkpoint's selection metric) and the test F1 of that checkpoint on the held-out
+split, which selection never saw. Validation and test always score whole images.
+
+    python bench/bench_segmentation_crops.py --root ../shared/data/segmentation/isbi2012_em --seeds 1 2
+
+Configurations (``--configs``, default all): ``whole`` (crop_size=null: 512 px images, batch 8),
+``auto`` (the default: 256 px crops, batch 8), ``auto_b4`` (crops, batch 4), ``whole_b4``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+CONFIGS: dict[str, list[str]] = {
+    "whole": ["data.crop_size=null"],
+    "auto": [],
+    "auto_b4": ["data.batch_size=4"],
+    "whole_b4": ["data.crop_size=null", "data.batch_size=4"],
+}
+
+
+def run_one(root: str, config: str, seed: int, out: Path, extra: list[str]) -> dict[str, object]:
+    run_dir = out / f"{config}_s{seed}"
+    cmd = [sys.executable, "train.py", "experiment=segmentation", "model.pretrained=false", f"data.root={root}",
+           f"seed={seed}", f"hydra.run.dir={run_dir}", *CONFIGS[config], *extra]
+    env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "HF_HUB_OFFLINE": "1"}
+    start = time.perf_counter()
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    wall = time.perf_counter() - start
+    if proc.returncode != 0:
+        return {"config": config, "seed": seed, "error": proc.stderr[-2000:]}
+    metrics = json.loads((run_dir / "metrics" / "metrics.json").read_text())
+    return {"config": config, "seed": seed, "wall_s": round(wall, 1), "best_val_f1": metrics.get("best_val/f1"),
+            "test_f1": metrics.get("test/f1"), "epochs": metrics.get("epochs_trained")}
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--root", required=True, help="the segmentation data (images/ and masks/)")
+    parser.add_argument("--configs", nargs="+", default=list(CONFIGS), choices=list(CONFIGS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[1])
+    parser.add_argument("--epochs", type=int, default=None, help="trainer.max_epochs (default: the preset's)")
+    parser.add_argument("--parallel", action="store_true", help="the seeds of one configuration side by side")
+    parser.add_argument("--out", default=None, help="run dirs here (default: a temporary folder)")
+    parser.add_argument("--json", default=None, help="write the rows to this file too")
+    args = parser.parse_args(argv)
+    extra = [f"trainer.max_epochs={args.epochs}"] if args.epochs else []
+    out = Path(args.out or tempfile.mkdtemp(prefix="seg_crops_"))
+    rows = []
+    for config in args.configs:
+        if args.parallel:
+            from concurrent.futures import ThreadPoolExecutor
+
+            with ThreadPoolExecutor(len(args.seeds)) as pool:
+                rows += list(pool.map(lambda s, c=config: run_one(args.root, c, s, out, extra), args.seeds))
+        else:
+            rows += [run_one(args.root, config, seed, out, extra) for seed in args.seeds]
+        for row in rows[-len(args.seeds):]:
+            print(json.dumps(row), flush=True)
+    if args.json:
+        Path(args.json).write_text(json.dumps(rows, indent=1))
+    return 0 if all("error" not in r for r in rows) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
