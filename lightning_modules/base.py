@@ -9,7 +9,7 @@ Files, figures and console output belong to callbacks; a module with something t
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, ClassVar
 
 import lightning as L
@@ -19,6 +19,24 @@ from suite.contracts import ContractError, DataSpec
 from suite.inference import ExportGraph
 
 SPEC_KEY = "data_spec"
+COMPILE_PREFIX = "_orig_mod."
+
+
+def compile_options(compile: bool | Mapping[str, Any] | None) -> dict[str, Any] | None:
+    """``model.compile`` as the keyword arguments of ``torch.compile`` (None: not compiled)."""
+    if compile is None or compile is False:
+        return None
+    if compile is True:
+        return {}
+    if isinstance(compile, Mapping):
+        return dict(compile)
+    raise ValueError(f"model.compile must be true, false or a mapping of torch.compile options "
+                     f"(e.g. {{mode: max-autotune}}), got {compile!r}")
+
+
+def _strip_compile_prefix(state_dict: dict[str, Any], prefix: str, *args: Any) -> None:
+    for key in [k for k in state_dict if k.startswith(prefix) and COMPILE_PREFIX in k]:
+        state_dict[key.replace(COMPILE_PREFIX, "")] = state_dict.pop(key)
 
 
 class SuiteModule(L.LightningModule):
@@ -29,7 +47,15 @@ class SuiteModule(L.LightningModule):
     ``pretrained``/``weights`` are the config's ``model.pretrained``/``model.weights``: the
     network receives them by interpolation; they are kept here so that every checkpoint records
     where its initial weights came from.
+
+    ``compile`` (``model.compile``): ``true`` compiles the networks named in :attr:`compiled_networks`
+    with ``torch.compile`` while fitting, a mapping passes its options (``{mode: max-autotune}``). The
+    networks are compiled in place (``nn.Module.compile``), so parameter names, checkpoints and exports
+    are those of the plain networks; they run uncompiled again once fitting ends (test, export).
     """
+
+    #: attributes holding the networks ``model.compile`` compiles
+    compiled_networks: ClassVar[tuple[str, ...]] = ("net",)
 
     #: the :class:`~suite.contracts.StepOutput` fields each stage's step fills
     step_outputs: ClassVar[dict[str, tuple[str, ...]]] = {"train": ("loss",)}
@@ -41,10 +67,14 @@ class SuiteModule(L.LightningModule):
         scheduler_interval: str = "epoch",
         pretrained: bool = False,
         weights: str | None = None,
+        compile: bool | dict[str, Any] = False,
     ):
         super().__init__()
         self.pretrained = pretrained
         self.weights = weights
+        self.compile_options = compile_options(compile)
+        # checkpoints of networks compiled by torch.compile(net) carry "_orig_mod." in their keys
+        self._register_load_state_dict_pre_hook(_strip_compile_prefix)
         self.optimizer_factory = optimizer
         self.scheduler_factory = scheduler
         self.scheduler_interval = scheduler_interval
@@ -103,6 +133,22 @@ class SuiteModule(L.LightningModule):
         stored = checkpoint.get(SPEC_KEY)
         if stored is not None and self.spec is None:
             self.configure(DataSpec.from_dict(stored))
+
+    # -- torch.compile ---------------------------------------------------------------------------
+    def setup(self, stage: str) -> None:
+        if stage == "fit" and self.compile_options is not None:
+            for network in self._networks():
+                network.compile(**self.compile_options)
+
+    def teardown(self, stage: str) -> None:
+        if stage == "fit":
+            for network in self._networks():
+                # nn.Module.compile keeps the compiled call here; None restores the eager module
+                network._compiled_call_impl = None
+
+    def _networks(self) -> list[torch.nn.Module]:
+        return [net for name in self.compiled_networks
+                if isinstance(net := getattr(self, name, None), torch.nn.Module)]
 
     # -- optimisation --------------------------------------------------------------------------
     def configure_optimizers(self) -> Any:

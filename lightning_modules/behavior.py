@@ -135,10 +135,12 @@ class BehaviorModule(SuiteModule):
         class_names: list[str] | None = None,
         pretrained: bool = False,
         weights: str | None = None,
+        compile: bool | dict[str, Any] = False,
     ):
         """``class_names`` is accepted from configs of earlier runs and not used: the names come from
         the data's spec. ``tta.clips_per_event`` (former key) must agree with ``data.clips_per_event``."""
-        super().__init__(optimizer=optimizer, scheduler=scheduler, pretrained=pretrained, weights=weights)
+        super().__init__(optimizer=optimizer, scheduler=scheduler, pretrained=pretrained, weights=weights,
+                         compile=compile)
         tta = dict(tta or {})
         self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler", "class_names"])
         self.aggregation = str(tta.get("aggregation", "mean"))

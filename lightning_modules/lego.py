@@ -99,10 +99,12 @@ class LegoModule(SuiteModule):
         confusion_min_count: int = 1,
         pretrained: bool = False,
         weights: str | None = None,
+        compile: bool | dict[str, Any] = False,
         tasks: list[str] | None = None,
         log_confusion: bool | None = None,
     ):
-        super().__init__(optimizer=optimizer, scheduler=scheduler, pretrained=pretrained, weights=weights)
+        super().__init__(optimizer=optimizer, scheduler=scheduler, pretrained=pretrained, weights=weights,
+                         compile=compile)
         # ``tasks`` is deprecated (the heads come from the spec): not recorded in the checkpoint
         self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler", "tasks"])
         self.net_factory = net

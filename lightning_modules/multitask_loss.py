@@ -34,7 +34,8 @@ class MultiTaskLoss(nn.Module):
         known = target != self.ignore_index
         if not bool(known.any()):
             return logits.sum() * 0.0
-        return F.cross_entropy(logits[known], target[known], label_smoothing=self.label_smoothing)
+        # fp32 whatever the autocast dtype of the logits (bf16-mixed)
+        return F.cross_entropy(logits[known].float(), target[known], label_smoothing=self.label_smoothing)
 
     def terms(
         self, part_pred: torch.Tensor | None, color_pred: torch.Tensor | None, part_target: torch.Tensor,

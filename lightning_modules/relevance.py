@@ -138,8 +138,10 @@ class ContrastiveModule(_RelevancePhase):
         log_images: int = 4,
         pretrained: bool = False,
         weights: str | None = None,
+        compile: bool | dict[str, Any] = False,
     ):
-        super().__init__(optimizer=optimizer, scheduler=scheduler, pretrained=pretrained, weights=weights)
+        super().__init__(optimizer=optimizer, scheduler=scheduler, pretrained=pretrained, weights=weights,
+                         compile=compile)
         if loss not in ("triplet", "infonce"):
             raise UserError(f"model.loss must be 'triplet' or 'infonce', got {loss!r}")
         self.save_hyperparameters(ignore=["net", "optimizer", "scheduler"])
@@ -161,7 +163,8 @@ class ContrastiveModule(_RelevancePhase):
 
     def _embed(self, batch: dict[str, Any], n: int | None = None) -> tuple[torch.Tensor, ...]:
         n = len(batch["anchor"]) if n is None else n
-        emb = self(torch.cat([batch["anchor"][:n], batch["positive"][:n], batch["negative"][:n]]))
+        # fp32 embeddings under bf16 autocast too: distances of nearby embeddings need the mantissa
+        emb = self(torch.cat([batch["anchor"][:n], batch["positive"][:n], batch["negative"][:n]])).float()
         return emb[:n], emb[n:2 * n], emb[2 * n:]
 
     def _step(self, batch: dict[str, Any], stage: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -251,8 +254,10 @@ class RelevanceSegmentationModule(_RelevancePhase):
         log_images: int = 4,
         pretrained: bool = False,
         weights: str | None = None,
+        compile: bool | dict[str, Any] = False,
     ):
-        super().__init__(optimizer=optimizer, scheduler=scheduler, pretrained=pretrained, weights=weights)
+        super().__init__(optimizer=optimizer, scheduler=scheduler, pretrained=pretrained, weights=weights,
+                         compile=compile)
         self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler"])
         self.hparams["backbone"] = net.config["backbone"]
         self.net = net
@@ -298,7 +303,7 @@ class RelevanceSegmentationModule(_RelevancePhase):
     def _pixel_step(self, images: torch.Tensor, target: torch.Tensor, metrics: MetricCollection, stage: str):
         logits = self(images)
         loss = self.loss_fn(logits, target)
-        prob = torch.sigmoid(logits.detach())
+        prob = torch.sigmoid(logits.detach().float())
         metrics.update(prob.flatten(), target.flatten().long())
         self.log(f"{stage}/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(target),
                  sync_dist=True)

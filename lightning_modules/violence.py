@@ -110,9 +110,10 @@ class ViolenceModule(SuiteModule):
         class_names: Sequence[str] | None = None,
         pretrained: bool = False,
         weights: str | None = None,
+        compile: bool | dict[str, Any] = False,
     ):
         super().__init__(optimizer=optimizer, scheduler=scheduler, scheduler_interval=scheduler_interval,
-                         pretrained=pretrained, weights=weights)
+                         pretrained=pretrained, weights=weights, compile=compile)
         if l2 < 0:
             raise ConfigError(f"model.l2 must be >= 0, got {l2}")
         self.save_hyperparameters(ignore=["net", "loss", "optimizer", "scheduler", "class_names"])
@@ -254,7 +255,8 @@ class ViolenceModule(SuiteModule):
         if self.input_dim is not None and features.shape[-1] != self.input_dim:
             raise DataError(f"features are {features.shape[-1]}-d but the network expects {self.input_dim} "
                             "(model.net.input_dim / the frame encoder's feature_dim)")
-        return self.net(features)
+        # fp32 logits under bf16 autocast too: the loss, softmax and metrics read them
+        return self.net(features).float()
 
     def l2_penalty(self) -> torch.Tensor:
         """Sum of squares of the kernels (input-to-hidden and dense weights). Like Keras's

@@ -219,13 +219,23 @@ class RecurrentDropoutBiLSTM(nn.Module):
     def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         n, t, _ = x.shape
         h_size = self.hidden_size
-        gates_x = self.w_ih(x).view(n, t, 2, 4 * h_size)
-        h = x.new_zeros(2, n, h_size)
-        c = x.new_zeros(2, n, h_size)
+        # The input projection (most of the work) follows autocast; the recurrence runs in fp32: its small
+        # matmuls gain little from bf16, and a bf16 cell state would round away what it adds up over time.
+        gates_x = self.w_ih(x).float().view(n, t, 2, 4 * h_size)
+        if not torch.is_autocast_enabled(x.device.type):  # (an exported graph never sees the context)
+            return self._recur(gates_x)
+        with torch.autocast(device_type=x.device.type, enabled=False):
+            return self._recur(gates_x)
+
+    def _recur(self, gates_x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        n, t = gates_x.shape[:2]
+        h_size = self.hidden_size
+        h = gates_x.new_zeros(2, n, h_size)
+        c = gates_x.new_zeros(2, n, h_size)
         mask = None
         if self.training and self.recurrent_dropout > 0:
             keep = 1.0 - self.recurrent_dropout
-            mask = torch.bernoulli(x.new_full((2, n, h_size), keep)) / keep
+            mask = torch.bernoulli(gates_x.new_full((2, n, h_size), keep)) / keep
         self.last_mask = mask
         outs_f, outs_b = [], []
         for step in range(t):
