@@ -442,17 +442,29 @@ class ViolenceDataModule(SuiteDataModule):
     # -- features ------------------------------------------------------------------------------
     def _cache_plan(self, root: Path) -> tuple[FeatureCache, list[CopyPlan], dict[Path, int]]:
         """The feature cache of the splits' videos: copy 0 holds every video, copies 1.. the augmented
-        training videos."""
+        training videos (with ``data.dev_samples``, each training video in one copy: :meth:`_train_copies`)."""
         if self._cache is None:
             splits = {name: self.split(name) for name in SPLIT_NAMES}
             videos = sorted({it.path for items in splits.values() for it in items})
             index = {p: i for i, p in enumerate(videos)}
-            train_rows = sorted({index[it.path] for it in splits["train"]})
-            plans = [CopyPlan(0, list(range(len(videos))), None)]
-            plans += [CopyPlan(c, train_rows, self.augment) for c in range(1, self.aug_multiplier)]
+            copies = self._train_copies([index[it.path] for it in splits["train"]])
+            held_out = {index[it.path] for name in ("val", "test") for it in splits[name]}
+            plans = [CopyPlan(0, sorted(held_out | copies[0]), None)]
+            plans += [CopyPlan(c, sorted(rows), self.augment) for c, rows in enumerate(copies) if c and rows]
             cache = FeatureCache(self.cache_dir, root, videos, self.num_frames, self.encoder, aug_seed=self.seed)
             self._cache = (cache, plans, index)
         return self._cache
+
+    def _train_copies(self, train_rows: Sequence[int]) -> list[set[int]]:
+        """Per copy, the training videos (rows of the video list) it holds. Every video in every copy; with
+        ``data.dev_samples`` (debug modes) one copy per video, the clean one and the augmented ones in
+        turn: the subset then costs one extracted sequence per video, and every copy is still exercised."""
+        if not self.dev_samples:
+            return [set(train_rows) for _ in range(self.aug_multiplier)]
+        copies: list[set[int]] = [set() for _ in range(self.aug_multiplier)]
+        for i, row in enumerate(train_rows):
+            copies[i % self.aug_multiplier].add(row)
+        return copies
 
     def _feature_entries(self) -> tuple[dict[int, MappedFeatures], dict[str, list[tuple[int, int, VideoItem]]]]:
         """The mapped copies and, per split, the ``(copy, row, video)`` entries whose features exist."""
@@ -470,26 +482,28 @@ class ViolenceDataModule(SuiteDataModule):
                                 f"{self.encoder.config_key}.feature_dim is {self.feature_dim}")
         done = {p.copy: cache.done_rows(p) for p in plans}
         row_in_copy = {p.copy: {v: r for r, v in enumerate(p.rows)} for p in plans}
-        unreadable = sorted(p for p, i in index.items() if not done[0][i])
+        # a video no copy could read (data.skip_bad_videos=true left it out)
+        readable_rows = {v for c, rows in row_in_copy.items() for v, r in rows.items() if done[c][r]}
+        unreadable = sorted(p for p, i in index.items() if i not in readable_rows)
         if unreadable:
             warn_on_console(log, f"leaving out {len(unreadable)} unreadable video(s) (data.skip_bad_videos=true): "
                                  + ", ".join(str(p) for p in unreadable[:5]))
 
-        def entries(split: str, copies: range) -> list[tuple[int, int, VideoItem]]:
+        def entries(split: str, copies: Sequence[int]) -> list[tuple[int, int, VideoItem]]:
             out = []
             for c in copies:
                 for it in self.split(split):
-                    r = row_in_copy[c][index[it.path]]
-                    if done[c][r]:
+                    r = row_in_copy[c].get(index[it.path])  # None: not in this copy (debug modes)
+                    if r is not None and done[c][r]:
                         out.append((c, r, it))
             return out
 
-        per_split = {"train": entries("train", range(self.aug_multiplier)),
-                     "val": entries("val", range(1)), "test": entries("test", range(1))}
+        per_split = {"train": entries("train", sorted(row_in_copy)), "val": entries("val", [0]),
+                     "test": entries("test", [0])}
         for name, items in per_split.items():
             if not items:
                 raise DataError(f"the {name} split has no readable videos")
-        self._check_classes({"train": class_counts([it for c, _, it in per_split["train"] if c == 0])},
-                            f"{root} (readable videos)")
+        readable = {it.path: it for _, _, it in per_split["train"]}
+        self._check_classes({"train": class_counts(list(readable.values()))}, f"{root} (readable videos)")
         self._features = (arrays, per_split)
         return self._features
