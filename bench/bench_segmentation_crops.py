@@ -7,8 +7,9 @@ split, which selection never saw. Validation and test always score whole images.
 
     python bench/bench_segmentation_crops.py --root ../shared/data/segmentation/isbi2012_em --seeds 1 2
 
-Configurations (``--configs``, default all): ``whole`` (crop_size=null: 512 px images, batch 8),
-``auto`` (the default: 256 px crops, batch 8), ``auto_b4`` (crops, batch 4), ``whole_b4``.
+Configurations (``--configs``, default all): ``whole`` (crop_size=null: whole 512 px images in batches
+of data.batch_size 8, the earlier default), ``auto`` (the default: 256 px crops in batches of
+data.crop_batch_size 4), ``auto_b8`` (crops in batches of 8), ``whole_b4`` (whole images, batches of 4).
 """
 
 from __future__ import annotations
@@ -25,7 +26,7 @@ from pathlib import Path
 CONFIGS: dict[str, list[str]] = {
     "whole": ["data.crop_size=null"],
     "auto": [],
-    "auto_b4": ["data.batch_size=4"],
+    "auto_b8": ["data.crop_batch_size=8"],
     "whole_b4": ["data.crop_size=null", "data.batch_size=4"],
 }
 

@@ -290,14 +290,14 @@ def test_damaged_masks_fail_at_setup_naming_the_file(tmp_path: Path, damage: str
 # -- data.crop_size=auto: crops of large images, whole images otherwise -------------------------------------
 def test_auto_crop_trains_large_images_on_crops_and_evaluates_them_whole(tmp_path: Path, caplog) -> None:
     sized_dataset(tmp_path, [(80, 96)] * 12)
-    dm = SegmentationDataModule(root=str(tmp_path), batch_size=4, auto_crop_size=32, seed=0)
+    dm = SegmentationDataModule(root=str(tmp_path), batch_size=8, auto_crop_size=32, crop_batch_size=4, seed=0)
     with caplog.at_level("INFO", logger="datamodules.segmentation"):
         dm.setup()
         assert dm.train_crop() == 32
-        train = [tuple(b["image"].shape[1:]) for b in dm.train_dataloader()]
+        train = [tuple(b["image"].shape) for b in dm.train_dataloader()]
         dm.train_dataloader()
         assert dm.input_spec().shape == (3, 32, 32)  # what a predictor reads as the training size
-    assert set(train) == {(3, 32, 32)}
+    assert set(train) == {(4, 3, 32, 32)} and dm.train_batch_size() == 4  # crops in batches of crop_batch_size
     assert {tuple(b["image"].shape[2:]) for b in dm.val_dataloader()} == {(80, 96)}  # evaluation: whole images
     chosen = [r.message for r in caplog.records if "crop_size=auto" in r.message]
     assert len(chosen) == 1 and "32x32 crops" in chosen[0]  # said once, however often the loaders are built
@@ -322,8 +322,9 @@ def test_auto_crop_of_mixed_sizes_is_at_most_the_auto_crop_size(tmp_path: Path) 
                                                ({"image_size": 64}, None), ({"image_size": 64, "crop_size": 40}, 40)])
 def test_explicit_crop_and_image_size_win_over_auto(tmp_path: Path, options: dict, crop: int | None) -> None:
     sized_dataset(tmp_path, [(80, 96)] * 12)
-    dm = SegmentationDataModule(root=str(tmp_path), auto_crop_size=32, **options)
+    dm = SegmentationDataModule(root=str(tmp_path), auto_crop_size=32, batch_size=6, crop_batch_size=4, **options)
     assert dm.train_crop() == crop
+    assert dm.train_batch_size() == 6  # data.crop_batch_size is for the crops auto chose, not for chosen ones
 
 
 def test_unknown_crop_word_is_refused() -> None:
