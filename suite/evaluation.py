@@ -11,6 +11,7 @@ from suite.io import atomic_write_json
 from suite.outputs import output_folder
 from suite.printing import print_metrics_table
 from suite.run_dir import RunDir
+from suite.verdict import print_verdict, run_verdict
 
 
 def evaluate(run_dir: str | Path | RunDir, ckpt: str = "best", overrides: list[str] | None = None,
@@ -29,6 +30,8 @@ def evaluate(run_dir: str | Path | RunDir, ckpt: str = "best", overrides: list[s
         metrics = _evaluate_into(run, ckpt, overrides or [], partial)
     print_metrics_table({k: v for k, v in metrics.items() if isinstance(v, float)},
                         title=f"evaluation of {metrics['evaluated_checkpoint']} ({out})")
+    if isinstance(metrics.get("verdict"), dict):
+        print_verdict(metrics["verdict"], title=f"evaluation ({out})")
     return metrics
 
 
@@ -40,7 +43,14 @@ def _evaluate_into(run: RunDir, ckpt: str, overrides: list[str], out: Path) -> d
 
     import lightning as L
 
-    from suite.training import build_callbacks, build_model, instantiate, prepare_model_and_data, write_run_inputs
+    from suite.training import (
+        build_callbacks,
+        build_model,
+        instantiate,
+        prepare_model_and_data,
+        verdict_node,
+        write_run_inputs,
+    )
 
     L.seed_everything(cfg.seed, workers=True)
     datamodule = instantiate(cfg.data, key="data")
@@ -55,5 +65,10 @@ def _evaluate_into(run: RunDir, ckpt: str, overrides: list[str], out: Path) -> d
     results = trainer.test(model, datamodule=datamodule, ckpt_path=str(ckpt_path), weights_only=True)
     metrics: dict[str, Any] = {k: float(v) for k, v in (results[0] if results else {}).items()}
     metrics["evaluated_checkpoint"] = str(ckpt_path)
+    # the training run's history, alarms and export still speak for the checkpoint; the test figures are this data's
+    verdict = run_verdict(verdict_node(cfg), metrics, run.path,
+                          split="test" if not overrides else "test (with overrides: " + " ".join(overrides) + ")")
+    if verdict is not None:
+        metrics["verdict"] = verdict
     atomic_write_json(RunDir(out).metrics_json, metrics)
     return metrics

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import importlib
+import inspect
 import json
 import logging
 import math
@@ -14,7 +16,7 @@ from omegaconf import DictConfig, OmegaConf
 from suite.config_check import refused_config_value, validate_config
 from suite.errors import DataError, UserError
 from suite.io import atomic_write_json, atomic_write_text
-from suite.printing import print_config_tree, print_metrics_table
+from suite.printing import print_config_tree, print_metrics_table, warn_on_console
 from suite.run_dir import (
     FINGERPRINT_NAME,
     NAMED_CHECKPOINTS,
@@ -27,6 +29,8 @@ from suite.run_dir import (
     prepare_run_dir,
     release_run_lock,
 )
+from suite.trackers import log_file, log_text
+from suite.verdict import VerdictConfig, print_verdict, run_verdict, verdict_text
 
 if TYPE_CHECKING:
     from suite.contracts import DataSpec
@@ -141,7 +145,7 @@ def _flat_hparams(cfg: DictConfig) -> dict[str, Any]:
     import pandas as pd
 
     container = OmegaConf.to_container(cfg, resolve=True)
-    container = {k: v for k, v in container.items() if k not in ("hydra", "paths")}
+    container = {k: v for k, v in container.items() if k not in ("hydra", "paths", "verdict")}
     flat = pd.json_normalize(container, sep=".").to_dict(orient="records")[0]
     return {k: v if isinstance(v, int | float | str | bool) else str(v) for k, v in flat.items()}
 
@@ -154,6 +158,44 @@ def _scalar_metrics(metrics: dict[str, Any]) -> dict[str, float]:
         except (TypeError, ValueError):
             continue
     return out
+
+
+def log_run_hyperparams(trainer: Any, params: dict[str, Any], metrics: dict[str, Any]) -> None:
+    """The composed config as hparams in every logger. TensorBoard also pairs them with the final metrics (its
+    HPARAMS tab); the other trackers take no metrics here and got the test metrics from ``trainer.test``."""
+    finals = {k: v for k, v in metrics.items() if isinstance(v, float) and math.isfinite(v)}
+    for logger in trainer.loggers:
+        if "metrics" in inspect.signature(logger.log_hyperparams).parameters:
+            logger.log_hyperparams(params, metrics=finals)
+        else:
+            logger.log_hyperparams(params)
+
+
+def verdict_node(cfg: DictConfig) -> dict[str, Any] | None:
+    """The ``verdict`` config node as plain data (None when the config has none)."""
+    node = cfg.get("verdict")
+    return OmegaConf.to_container(node, resolve=True) if isinstance(node, DictConfig) else None
+
+
+def send_run_report(trainer: Any, out_dir: Path) -> Path | None:
+    """Write the run's ``report.md`` (``suite.report.write_run_report``) and attach it and its ``report/`` pictures
+    to every tracker. The report is a reader's aid: a failure to write it is warned about, never ends the run."""
+    try:
+        writer = getattr(importlib.import_module("suite.report"), "write_run_report", None)
+    except ImportError:
+        writer = None
+    if writer is None:  # a suite without the report module: nothing to write or send
+        return None
+    try:
+        report = Path(writer(out_dir))
+    except Exception as err:  # see the docstring: the run's results are already written
+        warn_on_console(log, f"warning: the run report could not be written ({type(err).__name__}: {err})")
+        return None
+    log_file(trainer, report)
+    pictures = report.parent / "report"
+    for picture in sorted(pictures.glob("*.png")) if pictures.is_dir() else []:
+        log_file(trainer, picture, "report")
+    return report
 
 
 def close_loggers(trainer: Any, status: str) -> None:
@@ -215,6 +257,7 @@ def current_launch_files() -> list[str]:
 def train(cfg: DictConfig) -> float | None:
     """Validate, hold the run dir, then fit and test (:func:`fit_and_test`); the run dir is held until the end."""
     validate_config(cfg)
+    VerdictConfig.from_node(verdict_node(cfg))  # a malformed criterion is refused before any training
     out_dir = Path(cfg.paths.output_dir)
     check_output_paths(cfg, out_dir)
     if launch_rank() > 0:  # DDP's extra processes: rank 0 holds and prepares the run dir
@@ -310,12 +353,17 @@ def fit_and_test(cfg: DictConfig, out_dir: Path) -> float | None:
         metrics["final_val"] = {k: v for k, v in fit_metrics.items() if k.startswith("val/")}
 
         if trainer.is_global_zero:
+            verdict = run_verdict(verdict_node(cfg), metrics, out_dir)
+            if verdict is not None:
+                metrics["verdict"] = verdict
             atomic_write_json(RunDir(out_dir).metrics_json, metrics)
-            for logger in trainer.loggers:
-                logger.log_hyperparams(_flat_hparams(cfg), metrics={
-                    k: v for k, v in metrics.items() if isinstance(v, float) and math.isfinite(v)})
+            log_run_hyperparams(trainer, _flat_hparams(cfg), metrics)
             print_metrics_table({k: v for k, v in metrics.items() if isinstance(v, float | int)},
                                 title=f"{cfg.task_name}: final metrics ({out_dir})")
+            if verdict is not None:
+                print_verdict(verdict, title=cfg.task_name)
+                log_text(trainer, "verdict", verdict_text(verdict), step=trainer.global_step)
+            send_run_report(trainer, out_dir)
         status = "success"
     finally:
         close_loggers(trainer, status)
