@@ -18,6 +18,7 @@ import argparse
 import io
 import json
 import math
+import os
 import statistics
 import sys
 from dataclasses import dataclass, field
@@ -289,7 +290,8 @@ def val_vs_test(runs: list[Run], groups: list[str], metrics: list[str]) -> list[
 
 
 def markdown_report(runs: list[Run], groups: list[str], metrics: list[str], summary: list[dict[str, Any]],
-                    sources: list[Path], plots: list[str], legend: dict[str, str] | None = None) -> str:
+                    sources: list[Path], plots: list[str], legend: dict[str, str] | None = None,
+                    out: Path | None = None) -> str:
     lookup = {(row["experiment"], row["metric"]): row for row in summary}
     lines = ["# Sweep comparison", "", "Sources: " + ", ".join(f"`{s}`" for s in sources), "",
              f"{sum(r.finished for r in runs)} finished runs of {len(runs)}, {len(groups)} experiments; "
@@ -322,7 +324,7 @@ def markdown_report(runs: list[Run], groups: list[str], metrics: list[str], summ
     for run in runs:
         status = "finished" if run.finished else "**unfinished** (no metrics/metrics.json)"
         values = [f"{run.metrics[m]:.4f}" if m in run.metrics else "–" for m in metrics]
-        lines.append(f"| `{run.name}` | {run.group} | {run.seed} | {status} | " + " | ".join(values) + " |")
+        lines.append(f"| {_run_cell(run, out)} | {run.group} | {run.seed} | {status} | " + " | ".join(values) + " |")
     if plots:
         lines += ["", "## Plots", ""]
         lines += [f"![{Path(p).stem}]({p})" for p in plots]
@@ -518,6 +520,16 @@ def plot_reliability(runs: list[Run], groups: list[str], out: Path, bins: int = 
 
 # ---------------------------------------------------------------------------------------------
 # Entry point
+def _run_cell(run: Run, out: Path | None) -> str:
+    """The run's name, linked to its report.md (python -m tools.report) when it has one: relative to the
+    comparison's folder, so the link survives moving the sweep as a whole."""
+    report = run.path / "report.md"
+    if not report.is_file():
+        return f"`{run.name}`"
+    target = os.path.relpath(report.resolve(), Path(out).resolve()) if out is not None else str(report)
+    return f"[`{run.name}`]({Path(target).as_posix()})"
+
+
 # ---------------------------------------------------------------------------------------------
 def build_report(paths: list[Path], out: Path | None = None, metrics: list[str] | None = None,
                  plots: bool = True) -> dict[str, Any]:
@@ -556,7 +568,7 @@ def build_report(paths: list[Path], out: Path | None = None, metrics: list[str] 
     atomic_write_csv(out / "runs.csv", [
         {"run": str(r.path), "experiment": r.group, "seed": r.seed, "finished": r.finished,
          "overrides": " ".join(r.overrides), **{m: r.metrics.get(m) for m in chosen}} for r in runs])
-    report = markdown_report(runs, groups, chosen, summary, paths, pictures, legend)
+    report = markdown_report(runs, groups, chosen, summary, paths, pictures, legend, out)
     atomic_write_text(out / "report.md", report)
     return {"out": out, "report": report, "summary": summary, "groups": groups, "runs": runs, "plots": pictures}
 

@@ -28,8 +28,8 @@ def _per_class(run: RunFacts, frame: pd.DataFrame) -> str:
 def _per_group(frame: pd.DataFrame, column: str, has_labels: bool) -> str | None:
     values = frame[column]
     groups = values[values != ""].unique()
-    if not 2 <= len(groups) <= 10_000 or len(groups) == len(frame) and column == "group":
-        return None  # one group says nothing; one item per group is the item table
+    if not 2 <= len(groups) <= 10_000 or (values != "").sum() < 1.5 * len(groups):
+        return None  # one group says nothing; groups of about one item each are the item table again
     scores = [c for c in ITEM_SCORES if c in frame.columns]
     rows = []
     for name, part in frame[values != ""].groupby(column, sort=False):
@@ -55,8 +55,11 @@ def breakdown_section(run: RunFacts) -> Section | None:
     known = labelled(frame)
     if not known.empty:
         parts.append(_per_class(run, known))
+    shown: list[str] = []
     for column in GROUP_COLUMNS:
-        if column in frame.columns:
+        # behavior's group is its video_id: one table per distinct grouping
+        if column in frame.columns and not any(frame[column].equals(frame[other]) for other in shown):
+            shown.append(column)
             text = _per_group(frame, column, not known.empty)
             if text:
                 parts.append(text)

@@ -68,6 +68,7 @@ def alarms_section(run: RunFacts, folder: Path) -> Section:
     bottom.set_yticks(range(len(rules)), rules or ["(no alarms)"], fontsize=8)
     bottom.set_ylim(-0.6, rows - 0.4)
     bottom.set_xlabel("epoch")
+    bottom.xaxis.set_major_locator(MaxNLocator(integer=True))
     bottom.grid(alpha=0.3, axis="x")
     for severity, (marker, colour) in SEVERITY_STYLE.items():
         bottom.scatter([], [], marker=marker, color=colour, label=severity)

@@ -56,8 +56,10 @@ def summary_section(run: RunFacts) -> Section:
         ["best checkpoint", Path(str(checkpoint)).name if checkpoint else "not recorded"],
         ["wall time", _duration(wall_time_s(run))],
     ]
+    # per-video/per-class entries (test/per_video/<id>/...) are the breakdown tables' business
     tests = [[key, value] for key, value in metrics.items()
-             if key.startswith("test/") and isinstance(value, int | float) and not isinstance(value, bool)]
+             if key.startswith("test/") and "/per_" not in key
+             and isinstance(value, int | float) and not isinstance(value, bool)]
     body = table(["", ""], rows)
     if tests:
         body += "\n**Test metrics** (the best checkpoint on the test split):\n\n" + table(["metric", "value"], tests)
