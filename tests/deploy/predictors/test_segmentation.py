@@ -23,13 +23,14 @@ class RedBackend:
     name = "numpy"
     hashes: dict[str, str] = {}
 
-    def __init__(self, train_size: list[int] | None = (32, 32), threshold: float = 0.5):
+    def __init__(self, train_size: list[int] | None = (32, 32), threshold: float = 0.5, tile_size: int | None = None):
         self.shapes: list[tuple[int, ...]] = []
         self.meta = {
             "task": "segmentation", "heads": [{"name": "mask", "classes": ["background", "foreground"], "positive": 1}],
             "extras": {}, "graphs": {"model": {"input": "image", "outputs": ["foreground"],
                                                "input_shape": [None, 3, None, None]}},
-            "options": {"threshold": threshold, "train_size": list(train_size) if train_size else None},
+            "options": {"threshold": threshold, "train_size": list(train_size) if train_size else None,
+                        **({"tile_size": tile_size} if tile_size else {})},
         }
 
     def run(self, graph: str, array: np.ndarray) -> dict[str, np.ndarray]:
@@ -66,6 +67,21 @@ def test_large_images_are_tiled_at_the_training_size_without_seams() -> None:
     assert tiles == len(tile_starts(70, 32, 24)) * len(tile_starts(101, 32, 24))
     assert {s[1:] for s in backend.shapes} == {(3, 32, 32)} and max(s[0] for s in backend.shapes) <= 4
     np.testing.assert_allclose(prob, rgb[..., 0] / 255.0, atol=1e-5)  # blending equal values gives the value
+
+
+def test_images_are_scored_as_the_runs_evaluation_scored_them() -> None:
+    # a bundle with the evaluation's tile: whole up to it (padded to the stride, cut back), tiles of it above
+    backend = RedBackend(train_size=(32, 32), tile_size=256)
+    rgb = image(200, 133)
+    prob, mode, tiles = SegmentationPredictor(backend).probability(rgb)
+    assert (mode, tiles, prob.shape, backend.shapes) == ("whole", 1, (200, 133), [(1, 3, 224, 160)])
+    np.testing.assert_allclose(prob, rgb[..., 0] / 255.0, atol=1e-6)
+    large = RedBackend(train_size=(32, 32), tile_size=256)
+    rgb = image(500, 333)
+    prob, mode, tiles = SegmentationPredictor(large).probability(rgb)
+    assert mode == "tile" and prob.shape == (500, 333) and {s[1:] for s in large.shapes} == {(3, 256, 256)}
+    assert tiles == len(tile_starts(500, 256, 192)) * len(tile_starts(333, 256, 192)) == 6
+    np.testing.assert_allclose(prob, rgb[..., 0] / 255.0, atol=1e-5)
 
 
 def test_resize_mode_and_whole_images() -> None:
