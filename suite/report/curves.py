@@ -48,10 +48,21 @@ def alarms_section(run: RunFacts, folder: Path) -> Section:
     xs, ys = series(history, metric) if metric else ([], [])
     if not alerts and not xs:
         return Section("Alarms", "No alarms: alerts.json is empty.")
+    if not alerts:
+        fig, ax = plt.subplots(figsize=(7.5, 2.4))
+        ax.plot(xs, ys, "o-", color="tab:blue", label=metric)
+        ax.set_ylabel(metric or "selection metric")
+        ax.set_xlabel("epoch")
+        ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.grid(alpha=0.3)
+        ax.set_title("no alarms fired", fontsize=10)
+        link = save(fig, folder, "alarms")
+        caption = (f"No alarms: alerts.json is empty; {metric} per epoch for reference "
+                   f"(last value {fmt(ys[-1])}, {len(ys)} epoch(s)).")
+        return Section("Alarms", figure_md(link, caption))
     rules = sorted({str(a.get("rule", "?")) for a in alerts})
-    rows = max(len(rules), 1)
-    fig, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(7.5, 2.6 + 0.35 * rows),
-                                      gridspec_kw={"height_ratios": [2.2, 0.4 + 0.35 * rows]})
+    fig, (top, bottom) = plt.subplots(2, 1, sharex=True, figsize=(7.5, 2.6 + 0.35 * len(rules)),
+                                      gridspec_kw={"height_ratios": [2.2, 0.4 + 0.35 * len(rules)]})
     if xs:
         top.plot(xs, ys, "o-", color="tab:blue", label=metric)
         top.legend(loc="best", fontsize=8)
@@ -59,35 +70,30 @@ def alarms_section(run: RunFacts, folder: Path) -> Section:
     top.grid(alpha=0.3)
     for alert in alerts:
         x = _alert_epoch(alert, history)
-        severity = str(alert.get("severity", "warn"))
-        marker, colour = SEVERITY_STYLE.get(severity, ("o", "tab:gray"))
+        marker, colour = SEVERITY_STYLE.get(str(alert.get("severity", "warn")), ("o", "tab:gray"))
         top.axvline(x, color=colour, alpha=0.35, lw=1)
-        y = rules.index(str(alert.get("rule", "?")))
-        bottom.scatter([x], [y], marker=marker, color=colour, s=90 if alert.get("action") == "stop" else 45,
-                       edgecolors="black" if alert.get("action") == "stop" else "none", zorder=3)
-    bottom.set_yticks(range(len(rules)), rules or ["(no alarms)"], fontsize=8)
-    bottom.set_ylim(-0.6, rows - 0.4)
+        stop = alert.get("action") == "stop"
+        bottom.scatter([x], [rules.index(str(alert.get("rule", "?")))], marker=marker, color=colour,
+                       s=90 if stop else 45, edgecolors="black" if stop else "none", zorder=3)
+    bottom.set_yticks(range(len(rules)), rules, fontsize=8)
+    bottom.set_ylim(-0.6, len(rules) - 0.4)
     bottom.set_xlabel("epoch")
     bottom.xaxis.set_major_locator(MaxNLocator(integer=True))
     bottom.grid(alpha=0.3, axis="x")
     for severity, (marker, colour) in SEVERITY_STYLE.items():
         bottom.scatter([], [], marker=marker, color=colour, label=severity)
     bottom.legend(loc="upper left", bbox_to_anchor=(1.0, 1.0), fontsize=8, frameon=False)
-    top.set_title("alarms over the selection metric" if alerts else "no alarms fired", fontsize=10)
+    top.set_title("alarms over the selection metric", fontsize=10)
     link = save(fig, folder, "alarms")
-    if alerts:
-        parts = ", ".join(f"{rule} ({severity}) ×{n}" for (rule, severity), n in sorted(counts.items()))
-        stops = sum(a.get("action") == "stop" for a in alerts)
-        caption = (f"{len(alerts)} alarm(s) fired: {parts}; {stops} stopped the run. Top: {metric} per epoch, "
-                   "a vertical line per alarm; bottom: one row per rule, triangle = warn, cross = critical, "
-                   "black edge = the alarm stopped training.")
-        listing = table(["epoch", "step", "rule", "severity", "action", "seed", "message", "hint"],
-                        [[a.get("epoch"), a.get("step"), a.get("rule"), a.get("severity"), a.get("action"),
-                          a.get("seed"), a.get("message"), a.get("hint")] for a in alerts])
-        return Section("Alarms", figure_md(link, caption) + "\n" + listing)
-    caption = (f"No alarms: alerts.json is empty; {metric} per epoch for reference "
-               f"(last value {fmt(ys[-1]) if ys else '—'}).")
-    return Section("Alarms", figure_md(link, caption))
+    parts = ", ".join(f"{rule} ({severity}) ×{n}" for (rule, severity), n in sorted(counts.items()))
+    stops = sum(a.get("action") == "stop" for a in alerts)
+    caption = (f"{len(alerts)} alarm(s) fired: {parts}; {stops} stopped the run. Top: {metric} per epoch, "
+               "a vertical line per alarm; bottom: one row per rule, triangle = warn, cross = critical, "
+               "black edge = the alarm stopped training.")
+    listing = table(["epoch", "step", "rule", "severity", "action", "seed", "message", "hint"],
+                    [[a.get("epoch"), a.get("step"), a.get("rule"), a.get("severity"), a.get("action"),
+                      a.get("seed"), a.get("message"), a.get("hint")] for a in alerts])
+    return Section("Alarms", figure_md(link, caption) + "\n" + listing)
 
 
 def _metric_names(history: list[dict[str, Any]], stage: str) -> list[str]:

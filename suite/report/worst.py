@@ -132,8 +132,9 @@ def _video_errors(run: RunFacts, folder: Path, locate: Callable[[pd.Series], tup
         kinds.append(item["_kind"])
     missed, false = int((errors["_kind"] == "missed").sum()), int((errors["_kind"] == "false alarm").sum())
     if not rows:
+        root = run.data_root or "(not recorded)"
         return Section("Worst items", f"{missed} missed and {false} false-alarm {what}, none found on disk (the data "
-                                      f"root {run.data_root} or the manifests of manifests_used.txt).")
+                                      f"root {root} or the manifests of manifests_used.txt).")
     fig = _strip_figure(rows, f"wrong {what}: missed '{positive}' first, then false alarms")
     link = save(fig, folder, "worst_events")
     caption = (f"{len(rows)} wrong test {what} ({kinds.count('missed')} missed '{positive}', "
