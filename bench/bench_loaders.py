@@ -34,8 +34,8 @@ import torch  # noqa: E402
 
 # experiment preset and the overrides that give every loader enough batches for a steady state
 TASKS: dict[str, list[str]] = {
-    "behavior": ["experiment=intravideo", "data.synthetic.events_per_video=12"],
-    "relevance": ["experiment=relevance_segmentation", "data.synthetic_events=24"],
+    "behavior": ["experiment=intravideo", "data.synthetic.events_per_video=24"],
+    "relevance": ["experiment=relevance_segmentation", "data.synthetic_events=100"],
     "segmentation": ["experiment=segmentation"],
     "violence": ["experiment=violence_optimal", "data.synthetic_videos={train:64,val:40,test:10}"],
     "lego": ["experiment=lego_multitask"],
@@ -116,24 +116,23 @@ def main() -> None:
     logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
     tasks = list(TASKS) if "all" in args.task else args.task
     threads = torch.get_num_threads()
+    print(f"{os.cpu_count()} CPU(s) here, {len(os.sched_getaffinity(0))} usable; medians after {args.skip} "
+          f"warm-up batches; wait = the loop waiting for the next batch")
+    header = (f"{'task':<13}{'num_workers':>12}{'->':>4}{'threads':>8}{'device':>8} | {'train wait':>10}"
+              f"{'step':>9}{'wait/step':>10} | {'val wait':>9}{'step':>9}{'wait/step':>10}")
     rows = []
     for task in tasks:
         with tempfile.TemporaryDirectory() as tmp:
             for workers in args.workers:
                 torch.set_num_threads(threads)  # the policy may lower them: each setting starts alike
-                rows.append((task, workers, measure(task, workers, args, Path(tmp))))
-    print(f"\n{os.cpu_count()} CPU(s) here, {len(os.sched_getaffinity(0))} usable; medians after {args.skip} "
-          f"warm-up batches; wait = the loop waiting for the next batch")
-    header = (f"{'task':<13}{'num_workers':>12}{'->':>4}{'threads':>8}{'device':>8} | {'train wait':>10}"
-              f"{'step':>9}{'wait/step':>10} | {'val wait':>9}{'step':>9}{'wait/step':>10}")
-    print(header)
-    print("-" * len(header))
-    for task, workers, r in rows:
-        print(f"{task:<13}{workers:>12}{r['workers']:>4}{r['torch_threads']:>8}{r['device']:>8} | "
-              f"{r['train_wait'] * 1000:>8.1f}ms{r['train_step'] * 1000:>7.1f}ms"
-              f"{r['train_wait'] / r['train_step']:>10.2f} | {r['val_wait'] * 1000:>7.1f}ms"
-              f"{r['val_step'] * 1000:>7.1f}ms{r['val_wait'] / r['val_step']:>10.2f}")
-
+                r = measure(task, workers, args, Path(tmp))
+                rows.append(f"{task:<13}{workers:>12}{r['workers']:>4}{r['torch_threads']:>8}{r['device']:>8} | "
+                            f"{r['train_wait'] * 1000:>8.1f}ms{r['train_step'] * 1000:>7.1f}ms"
+                            f"{r['train_wait'] / r['train_step']:>10.2f} | {r['val_wait'] * 1000:>7.1f}ms"
+                            f"{r['val_step'] * 1000:>7.1f}ms{r['val_wait'] / r['val_step']:>10.2f}")
+                print("row:", rows[-1], flush=True)  # as it comes: a run stopped early keeps what it measured
+    print(f"\n{header}\n{'-' * len(header)}")
+    print("\n".join(rows))
 
 if __name__ == "__main__":
     main()

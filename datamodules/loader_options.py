@@ -10,7 +10,9 @@ The policy, in order:
   ``n_jobs x (workers + torch threads)`` never exceeds the cores.
 - **Tiny loaders load in the main process.** Forking workers and filling their queues costs about a
   batch's load per worker before the first batch; a loader with fewer than :data:`MIN_BATCHES_FOR_WORKERS`
-  batches per epoch (debug runs, ``data.dev_samples``, a small validation set) cannot win that back.
+  batches per epoch (``debug=fast``'s 2 batches, a single-batch test set) cannot win that back, and
+  ``data.dev_samples`` (``debug=dev``, quick iterations) loads in the main process too. Larger loaders
+  keep their workers from epoch to epoch (persistent), so the start-up is paid once per fit.
 - **Workers from the share.** Training on a GPU leaves the CPU to the loader: every core of the share but
   one (the main process feeding the GPU) becomes a worker, at most :data:`MAX_WORKERS`. Training on the CPU
   splits the share: a quarter for workers (at least one), the rest for the step's torch threads, which
@@ -23,8 +25,9 @@ The policy, in order:
   with its whole share (the step waits for it anyway).
 
 Workers are forked (see ``SuiteDataModule.make_loader`` for why); the fork happens after torch has
-started its thread pool, which is safe because each worker sets its own torch, OpenCV and PyAV
-thread counts to one before loading anything (:func:`worker_init`).
+started its thread pool (OpenMP's is not fork-safe), which is safe because each worker runs torch on one
+thread (PyTorch's worker loop sets it; :func:`worker_init` also sets OpenCV and PyAV to one) and so never
+enters the parent's pool; CUDA is never touched in a worker (batches reach the GPU in the main process).
 """
 
 from __future__ import annotations
@@ -40,8 +43,9 @@ from suite.errors import ConfigError
 log = logging.getLogger(__name__)
 
 AUTO = "auto"
-#: a loader with fewer batches per epoch loads them in the main process (worker start-up would dominate)
-MIN_BATCHES_FOR_WORKERS = 8
+#: a loader with fewer batches per epoch loads them in the main process: worker start-up would dominate a
+#: debug run's 2 batches; from a few batches on, persistent workers (started once per fit) win it back
+MIN_BATCHES_FOR_WORKERS = 4
 #: more workers than this rarely pay: each holds a copy of the dataset's state and its prefetched batches
 MAX_WORKERS = 8
 #: batches queued ahead of the step over all workers (prefetch_factor = this / workers, at least 2)
