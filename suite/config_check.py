@@ -336,7 +336,8 @@ def sweep_errors(overrides: Sequence[str], rules: Sequence[RangeRule] = RANGE_RU
 # Groups that pick one whole part of a run. A list (experiment=[a,b]) would merge the options key by
 # key, the last one winning where they overlap, and run a hybrid nobody asked for. logger and
 # debug are left out: two loggers, or two debug patches, compose.
-SINGLE_CHOICE_GROUPS = frozenset({"experiment", "data", "model", "trainer", "callbacks", "paths", "hparams_search"})
+SINGLE_CHOICE_GROUPS = frozenset({"experiment", "data", "model", "trainer", "callbacks", "paths", "hparams_search",
+                                  "verdict"})
 
 # Flags after which nothing is trained, and the command line needs no check.
 _NO_RUN_FLAGS = ("help", "hydra_help", "shell_completion", "info")

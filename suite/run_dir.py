@@ -297,6 +297,7 @@ TRAINING_OUTPUTS = frozenset({
     ".hydra", "checkpoints", "metrics", "tensorboard", "predictions_agg.csv", "label_map.json", "splits.json",
     "manifests_used.txt", "training_history.json", "alerts.json", "report.md", "launch.json", "train.log",
     "data_fingerprint.json", "error.log",
+    "csv", "mlflow", "wandb",  # the trackers of conf/logger/ besides tensorboard
 })
 LOCK_NAME = ".run.lock"
 PREVIOUS_DIR = "previous"
