@@ -232,6 +232,9 @@ def test_synthetic_default_extracts_once_then_reads_the_cache(tmp_path: Path, sh
     batch = next(iter(dm.train_dataloader()))
     assert batch["features"].shape[1:] == (6, 32)
     assert not dm.extraction.skipped
+    # dev mode: one sequence per video of the subset (each training video in one copy, the copies in turn)
+    assert dm.extraction.videos_decoded == dm.extraction.sequences_written == 6
+    assert {copy for copy, _, _ in dm.dataset("train").items} == {0, 1}
     dm.prepare_data()  # Lightning calls it again: nothing more to do, the report is kept
     assert not dm.extraction.skipped
     again = ready(module_for(None, tmp_path, shared_data_dir, dev_samples=6))
