@@ -11,7 +11,7 @@ from suite.report.figures import Section, fmt, table
 from suite.report.run import RunFacts
 
 
-def wall_time_s(run: RunFacts) -> float | None:
+def wall_time_s(run: RunFacts) -> tuple[float, str] | None:
     """Seconds from start to end when the run recorded them: launch.json's times, else train.log's first and
     last timestamped lines; None when neither is there (a run trained outside train.py)."""
     launch = run.path / "launch.json"
@@ -22,22 +22,24 @@ def wall_time_s(run: RunFacts) -> float | None:
             record = {}
         start, end = record.get("started"), record.get("ended") or record.get("finished")
         if isinstance(start, int | float) and isinstance(end, int | float) and end >= start:
-            return float(end - start)
+            return float(end - start), "launch.json"
     log = run.path / "train.log"
     if log.is_file():
         stamps = re.findall(r"^\[?(\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d)", log.read_text(errors="replace"), re.M)
         if len(stamps) >= 2:
             first, last = (datetime.fromisoformat(s.replace(" ", "T")) for s in (stamps[0], stamps[-1]))
-            return (last - first).total_seconds()
+            return (last - first).total_seconds(), "train.log, first to last line"
     return None
 
 
-def _duration(seconds: float | None) -> str:
-    if seconds is None:
+def _duration(measured: tuple[float, str] | None) -> str:
+    if measured is None:
         return "not recorded"
+    seconds, source = measured
     minutes, secs = divmod(int(round(seconds)), 60)
     hours, minutes = divmod(minutes, 60)
-    return f"{hours}h {minutes:02d}m {secs:02d}s" if hours else f"{minutes}m {secs:02d}s"
+    text = f"{hours}h {minutes:02d}m {secs:02d}s" if hours else f"{minutes}m {secs:02d}s"
+    return f"{text} ({source})"
 
 
 def summary_section(run: RunFacts) -> Section:

@@ -158,6 +158,19 @@ def test_unfinished_run_is_a_data_error(tmp_path: Path) -> None:
         write_run_report(run)
 
 
+def test_wall_time_from_launch_record_else_log(tmp_path: Path) -> None:
+    from suite.report.run import load_run
+    from suite.report.summary import wall_time_s
+
+    run = fake_run(tmp_path / "run")
+    assert wall_time_s(load_run(run)) is None
+    (run / "train.log").write_text("[2026-11-27 13:34:14,662][x][INFO] - Seed set\nplain line\n"
+                                   "[2026-11-27 13:36:02,819][x][INFO] - Loaded model weights\n")
+    assert wall_time_s(load_run(run)) == (108.0, "train.log, first to last line")
+    (run / "launch.json").write_text(json.dumps({"started": 100.0, "finished": 190.5}))
+    assert wall_time_s(load_run(run)) == (90.5, "launch.json")
+
+
 def test_expected_calibration_error() -> None:
     from suite.report.classification import expected_calibration_error
 
