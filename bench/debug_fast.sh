@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Wall time of `debug=fast` per task on the real data of ../shared/data (model.pretrained=false, the
 # violence preset's VGG16 untrained). Usage: bench/debug_fast.sh [task ...]  (default: all six runs)
-# Prints one line per run: task, seconds, exit status; logs under $OUT (default /tmp/debug_fast).
+# Prints one line per run: task, wall and CPU seconds, whether it finished; logs under $OUT
+# (default /tmp/debug_fast).
 set -u
 cd "$(dirname "$0")/.."
 PY=${PY:-.venv/bin/python}
@@ -13,10 +14,12 @@ common=(debug=fast model.pretrained=false "paths.cache_dir=$OUT/cache")
 run() {  # name, then train.py arguments
   local name=$1; shift
   rm -rf "$OUT/$name"
-  local t0; t0=$(date +%s.%N)
-  "$PY" train.py "$@" "${common[@]}" "hydra.run.dir=$OUT/$name" >"$OUT/$name.log" 2>&1
-  local rc=$?
-  printf '%-26s %6.1f s  rc=%s\n' "$name" "$(echo "$(date +%s.%N) - $t0" | bc)" "$rc"
+  # wall time and the CPU seconds of the run: on a busy machine the CPU time is the steadier figure
+  local TIMEFORMAT="%R %U %S" times status
+  times=$( { time "$PY" train.py "$@" "${common[@]}" "hydra.run.dir=$OUT/$name" >"$OUT/$name.log" 2>&1; } 2>&1 )
+  read -r wall user sys <<<"$(tail -n1 <<<"$times")"
+  status=$(grep -q "final metrics" "$OUT/$name.log" && echo ok || echo FAILED)
+  printf '%-24s wall %6.1f s  cpu %6.1f s  %s\n' "$name" "$wall" "$(echo "$user + $sys" | bc)" "$status"
 }
 tasks=("${@:-segmentation behavior violence relevance_contrastive relevance_segmentation lego}")
 for task in ${tasks[@]}; do
