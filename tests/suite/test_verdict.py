@@ -233,3 +233,12 @@ def test_tiny_training_writes_the_verdict_block(tmp_path, shared_data_dir):
     assert by_metric["test/f1"]["value"] == pytest.approx(metrics["test/f1"])
     assert by_metric["history/val/f1/rise"]["value"] is not None  # two epochs: the rise is known
     assert isinstance(metrics["test/f1"], float)  # the test metrics stay at the top level for the tools
+
+    from suite.evaluation import evaluate as evaluate_run
+
+    evaluated = evaluate_run(run, out_dir=tmp_path / "eval")
+    written = json.loads((tmp_path / "eval" / "metrics" / "metrics.json").read_text())
+    assert written["verdict"] == evaluated["verdict"]
+    assert written["verdict"]["seed"] == "002" and written["verdict"]["split"] == "test"
+    evaluated_f1 = {c["metric"]: c["value"] for c in written["verdict"]["criteria"]}["test/f1"]
+    assert evaluated_f1 == pytest.approx(written["test/f1"])
