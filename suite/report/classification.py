@@ -47,25 +47,50 @@ def expected_calibration_error(correct: np.ndarray, confidence: np.ndarray, bins
     return float(total)
 
 
+def _confusion_figure(truth: pd.Series, pred: pd.Series, classes: list[str], folder: Path, name: str,
+                      what: str) -> str:
+    """The confusion matrix of one head as Markdown (picture and caption)."""
+    matrix = confusion_matrix(truth, pred, labels=classes)
+    size = 2.2 + 0.45 * len(classes)
+    fig, ax = plt.subplots(figsize=(size + 1, size))
+    ConfusionMatrixDisplay(matrix, display_labels=classes).plot(ax=ax, cmap="Blues", colorbar=False,
+                                                                 xticks_rotation=45 if len(classes) > 4 else 0)
+    correct = int(np.trace(matrix))
+    ax.set_title(f"{what}, test split: {correct}/{matrix.sum()} right", fontsize=10)
+    link = save(fig, folder, name)
+    recalls = [f"{c} {matrix[i, i] / matrix[i].sum():.2f}" for i, c in enumerate(classes) if matrix[i].sum()]
+    caption = (f"Confusion matrix of the {what}: {len(truth)} labelled test item(s) (rows: true class, columns: "
+               f"predicted). Accuracy {correct / max(matrix.sum(), 1):.3f}; recall per class: {', '.join(recalls)}.")
+    return figure_md(link, caption)
+
+
+def _other_heads(frame: pd.DataFrame) -> list[str]:
+    """Heads written as ``<head>_true``/``<head>_pred`` columns besides the headline label/pred (lego's color)."""
+    heads = []
+    for column in frame.columns:
+        head = column[:-len("_true")] if column.endswith("_true") else None
+        if head and f"{head}_pred" in frame.columns:
+            same = frame[column].equals(frame["label"]) and frame[f"{head}_pred"].equals(frame["pred"])
+            if not same:
+                heads.append(head)
+    return heads
+
+
 def confusion_section(run: RunFacts, folder: Path) -> Section | None:
     frame = labelled(run.predictions)
     if frame.empty:
         return None
     classes = class_order(run, frame)
     if len(classes) > MAX_CLASSES_SHOWN:
-        return Section("Confusion matrix", f"{len(classes)} classes: too many to draw; see the confused pairs below.")
-    matrix = confusion_matrix(frame["label"], frame["pred"], labels=classes)
-    size = 2.2 + 0.45 * len(classes)
-    fig, ax = plt.subplots(figsize=(size + 1, size))
-    ConfusionMatrixDisplay(matrix, display_labels=classes).plot(ax=ax, cmap="Blues", colorbar=False,
-                                                                 xticks_rotation=45 if len(classes) > 4 else 0)
-    correct = int(np.trace(matrix))
-    ax.set_title(f"test split: {correct}/{matrix.sum()} right", fontsize=10)
-    link = save(fig, folder, "confusion")
-    recalls = [f"{c} {matrix[i, i] / matrix[i].sum():.2f}" for i, c in enumerate(classes) if matrix[i].sum()]
-    caption = (f"Confusion matrix of the {len(frame)} labelled test item(s) (rows: true class, columns: predicted). "
-               f"Accuracy {correct / max(matrix.sum(), 1):.3f}; recall per class: {', '.join(recalls)}.")
-    return Section("Confusion matrix", figure_md(link, caption))
+        return Section("Confusion matrix", f"{len(classes)} classes: too many to draw; see the breakdown below.")
+    body = _confusion_figure(frame["label"], frame["pred"], classes, folder, "confusion", "headline head")
+    for head in _other_heads(run.predictions):
+        part = run.predictions[(run.predictions[f"{head}_true"] != "") & (run.predictions[f"{head}_pred"] != "")]
+        names = sorted(set(part[f"{head}_true"]) | set(part[f"{head}_pred"]), key=lambda v: (len(v), v))
+        if len(part) and len(names) <= MAX_CLASSES_SHOWN:
+            body += "\n" + _confusion_figure(part[f"{head}_true"], part[f"{head}_pred"], names, folder,
+                                             f"confusion_{head}", f"{head} head")
+    return Section("Confusion matrix", body)
 
 
 def calibration_section(run: RunFacts, folder: Path) -> Section | None:

@@ -177,7 +177,7 @@ def _mask_of(image: Path) -> Path | None:
 def segmentation_worst(run: RunFacts, folder: Path) -> Section:
     from datamodules.images import read_image, read_mask
     from datamodules.segmentation import binarize
-    from deploy.backends import is_bundle, open_backend
+    from deploy.backends import OnnxBackend, TorchBackend, is_bundle
     from deploy.predictors import predictor_for
 
     frame = run.predictions
@@ -186,7 +186,8 @@ def segmentation_worst(run: RunFacts, folder: Path) -> Section:
     frame = frame.assign(_f1=numeric(frame, "f1"), _iou=numeric(frame, "iou")).sort_values(["_f1", "_iou"])
     worst = frame.head(MAX_ITEMS)
     export = run.path / "export"
-    backend = open_backend(export if is_bundle(export) else run.path, ckpt="best", threads=1)
+    # threads=None: the checkpoint path must not change the torch thread count of a training process it ends
+    backend = OnnxBackend(export, threads=1) if is_bundle(export) else TorchBackend(run.path, "best", threads=None)
     predictor = predictor_for(backend)
     foreground = run.label_map.get("foreground_value")
     rows = []
