@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import matplotlib.pyplot as plt
+import numpy as np
 from matplotlib.ticker import MaxNLocator
 
 from suite.report.figures import Section, figure_md, fmt, save, table
@@ -125,7 +126,14 @@ def curves_section(run: RunFacts, folder: Path) -> Section:
                         color="tab:gray" if train else "tab:blue")
                 if key.startswith("val/"):
                     last.append(f"{key} {fmt(ys[-1], 3)}")
-        ax.set_title(title, fontsize=9)
+        if title == run.selection_metric:
+            xs, ys = series(history, title)
+            if ys:  # the epoch the best checkpoint comes from
+                best = int(np.argmin(ys) if run.config.get("selection_mode") == "min" else np.argmax(ys))
+                ax.plot([xs[best]], [ys[best]], "*", ms=12, color="tab:red", label=f"best {fmt(ys[best], 3)}")
+                ax.legend(fontsize=6, loc="best")
+            title = f"{title} (selection)"
+        ax.set_title(title, fontsize=9, fontweight="bold" if title.endswith("(selection)") else "normal")
         ax.tick_params(labelsize=7)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
         ax.grid(alpha=0.3)
@@ -136,6 +144,6 @@ def curves_section(run: RunFacts, folder: Path) -> Section:
     fig.tight_layout()
     link = save(fig, folder, "curves")
     caption = (f"Loss and every validation metric (solid blue) with its training counterpart (dashed gray), "
-               f"per epoch, over "
-               f"{len(history)} epoch(s). Last validation values: {', '.join(last) or 'none logged'}.")
+               f"per epoch, over {len(history)} epoch(s); the selection metric's panel is in bold, its best epoch "
+               f"starred. Last validation values: {', '.join(last) or 'none logged'}.")
     return Section("Training curves", figure_md(link, caption))
