@@ -25,6 +25,16 @@ def test_not_a_run_exits_2_with_a_clear_message(tmp_path: Path) -> None:
         assert says in proc.stderr and "Traceback" not in proc.stderr
 
 
+def test_ctrl_c_exits_130_without_a_traceback() -> None:
+    code = ("import argparse, runpy, sys\n"
+            "def interrupted(*args, **kwargs):\n    raise KeyboardInterrupt\n"
+            "argparse.ArgumentParser.parse_args = interrupted\n"
+            "sys.argv = ['tools.report', '.']\nrunpy.run_module('tools.report', run_name='__main__')\n")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120, env=ENV)
+    assert proc.returncode == 130, proc.stderr[-2000:]
+    assert proc.stderr.rstrip().endswith("interrupted") and "Traceback" not in proc.stderr
+
+
 def test_unfinished_run_is_refused(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from tools.report import main
 
