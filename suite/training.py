@@ -182,7 +182,9 @@ def send_run_report(trainer: Any, out_dir: Path) -> Path | None:
     to every tracker. The report is a reader's aid: a failure to write it is warned about, never ends the run."""
     try:
         writer = getattr(importlib.import_module("suite.report"), "write_run_report", None)
-    except ImportError:
+    except ModuleNotFoundError as err:
+        if err.name != "suite.report":  # the module is there but cannot load: say so
+            warn_on_console(log, f"warning: the run report cannot be written ({err})")
         writer = None
     if writer is None:  # a suite without the report module: nothing to write or send
         return None
