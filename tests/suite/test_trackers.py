@@ -149,3 +149,29 @@ def test_tensorboard_gets_the_alarm_and_the_report_as_text(tracked_run):
     assert ALARM.encode() in events
     if _has_report():
         assert b"report" in events
+
+
+def test_run_report_is_attached_and_a_failing_report_only_warns(tmp_path, monkeypatch, capsys):
+    from lightning.pytorch.loggers import CSVLogger
+
+    import suite.report
+    from suite.training import send_run_report
+
+    def fake_report(run_dir):
+        (Path(run_dir) / "report").mkdir()
+        (Path(run_dir) / "report" / "curves.png").write_bytes(b"png")
+        (Path(run_dir) / "report.md").write_text("# report")
+        return Path(run_dir) / "report.md"
+
+    trainer = _FakeTrainer([CSVLogger(tmp_path / "logs", name="csv", version="")])
+    monkeypatch.setattr(suite.report, "write_run_report", fake_report)
+    assert send_run_report(trainer, tmp_path) == tmp_path / "report.md"
+    files = tmp_path / "logs" / "csv" / "files"
+    assert (files / "report.md").is_file() and (files / "report" / "curves.png").is_file()
+
+    def broken_report(run_dir):
+        raise ValueError("no figures")
+
+    monkeypatch.setattr(suite.report, "write_run_report", broken_report)
+    assert send_run_report(trainer, tmp_path) is None
+    assert "the run report could not be written (ValueError: no figures)" in capsys.readouterr().out
