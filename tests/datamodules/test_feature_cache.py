@@ -227,3 +227,17 @@ def test_skipped_bad_videos_still_mark_the_set_ready(tmp_path: Path, videos) -> 
     assert len(report.bad_videos) == 1
     # the copy is not complete (one row missing), yet waiting ranks must not wait for it forever
     assert cache.ready(plans) and cache.done_rows(plans[0]).tolist() == [False, True]  # broken, good
+
+
+def test_copies_of_disjoint_videos_decode_only_their_videos(tmp_path: Path, videos, monkeypatch) -> None:
+    # the debug modes give each video one copy: extraction decodes and encodes those videos once each
+    cache = make_cache(tmp_path, videos)
+    decoded: list[int] = []
+    decode = cache._decode
+    monkeypatch.setattr(cache, "_decode", lambda i: decoded.append(i) or decode(i))
+    plans = [CopyPlan(0, [0, 3], None), CopyPlan(1, [1], AugmentSpec(0.3, 20.0, 0.02))]
+    enc = CountingEncoder()
+    report = cache.ensure(plans, progress=False, encoder_factory=lambda: enc)
+    assert sorted(decoded) == [0, 1, 3] and report.videos_decoded == 3
+    assert report.sequences_written == 3 and enc.frames == 3 * 8
+    assert MappedFeatures(cache.paths(plans)[1]).shape == (1, 8, DIM)
