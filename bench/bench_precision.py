@@ -123,7 +123,7 @@ def _cell(value: Any, digits: int = 1) -> str:
     return "-" if value is None else (f"{value:.{digits}f}" if isinstance(value, float) else str(value))
 
 
-def print_table(rows: list[dict[str, Any]]) -> None:
+def print_table(rows: list[dict[str, Any]], markdown: bool = False) -> None:
     header = ["task", "fp32 ms", "bf16 ms", "fp32/bf16", "compile ms", "compile s", "metric", "fp32", "bf16"]
     lines = [header]
     for r in rows:
@@ -131,8 +131,11 @@ def print_table(rows: list[dict[str, Any]]) -> None:
                       _cell(r.get("compile_ms")), _cell(r.get("compile_s")), r["metric"],
                       _cell(r.get("fp32_metric"), 3), _cell(r.get("bf16_metric"), 3)])
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
-    for line in lines:
-        print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)))
+    for i, line in enumerate(lines):
+        if markdown:
+            print("| " + " | ".join(line) + " |" + ("\n|" + " --- |" * len(header) if i == 0 else ""))
+        else:
+            print("  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)))
     for r in rows:
         for key, value in r.items():
             if key.endswith("_error"):
@@ -149,6 +152,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=len(os.sched_getaffinity(0)), help="torch threads (cores)")
     parser.add_argument("--out", type=Path, help="also write the figures to this JSON file")
+    parser.add_argument("--markdown", action="store_true", help="print the table as Markdown (docs/speed.md)")
     args = parser.parse_args(argv)
     tasks = [t.strip() for t in args.tasks.split(",") if t.strip()]
     unknown = sorted(set(tasks) - set(TASKS))
@@ -166,7 +170,7 @@ def main(argv: list[str] | None = None) -> int:
             rows.append(summarize(task, results))
     print(f"\nCPU training step per task, {args.threads} threads, batch of each preset (median ms); "
           f"metric after {args.epochs} epochs x {args.batches} batches, seed {args.seed}")
-    print_table(rows)
+    print_table(rows, args.markdown)
     if args.out:
         args.out.write_text(json.dumps(rows, indent=2))
     return 0
