@@ -440,7 +440,7 @@ class SuiteDataModule(L.LightningDataModule):
         if opts.num_workers > 0:
             # "fork" keeps loaders working inside joblib's (loky) sweep workers, whose default start method
             # cannot re-import the task, and starts a worker in milliseconds where "spawn" re-imports torch;
-            # worker_init gives each worker one thread per library. Persistent workers avoid a restart per epoch.
+            # worker_init gives each worker one thread per library (and Lightning's worker seeding).
             kwargs = {"multiprocessing_context": multiprocessing.get_context("fork"),
                       "persistent_workers": opts.persistent_workers, "prefetch_factor": opts.prefetch_factor,
                       "worker_init_fn": loader_options.worker_init}

@@ -11,8 +11,12 @@ The policy, in order:
 - **Tiny loaders load in the main process.** Forking workers and filling their queues costs about a
   batch's load per worker before the first batch; a loader with fewer than :data:`MIN_BATCHES_FOR_WORKERS`
   batches per epoch (``debug=fast``'s 2 batches, a single-batch test set) cannot win that back, and
-  ``data.dev_samples`` (``debug=dev``, quick iterations) loads in the main process too. Larger loaders
-  keep their workers from epoch to epoch (persistent), so the start-up is paid once per fit.
+  ``data.dev_samples`` (``debug=dev``, quick iterations) loads in the main process too.
+- **Workers start afresh each epoch** (not persistent): a loader's iterator then draws its workers' seed
+  from the run's generator every epoch, as a run without workers does, so a run resumed from a checkpoint
+  continues exactly as the uninterrupted one (persistent workers keep the first epoch's seed and
+  generators, which a resumed run cannot recreate). A fork costs milliseconds; the first batch of an epoch
+  waits for one batch's load, which the main process would have spent anyway.
 - **Workers from the share.** Training on a GPU leaves the CPU to the loader: every core of the share but
   one (the main process feeding the GPU) becomes a worker, at most :data:`MAX_WORKERS`. Training on the CPU
   splits the share: a quarter for workers (at least one), the rest for the step's torch threads, which
@@ -44,7 +48,7 @@ log = logging.getLogger(__name__)
 
 AUTO = "auto"
 #: a loader with fewer batches per epoch loads them in the main process: worker start-up would dominate a
-#: debug run's 2 batches; from a few batches on, persistent workers (started once per fit) win it back
+#: debug run's 2 batches; from a few batches on, loading them in parallel wins it back
 MIN_BATCHES_FOR_WORKERS = 4
 #: more workers than this rarely pay: each holds a copy of the dataset's state and its prefetched batches
 MAX_WORKERS = 8
@@ -173,7 +177,7 @@ def resolve(
     prefetch = max(2, math.ceil(BATCHES_IN_FLIGHT / workers)) if workers else None
     decode = 1 if workers else max(1, min(share, torch_threads if new_threads is None else new_threads))
     return LoaderOptions(num_workers=workers, pin_memory=bool(pin), prefetch_factor=prefetch,
-                         persistent_workers=workers > 0, decode_threads=decode, torch_threads=new_threads,
+                         persistent_workers=False, decode_threads=decode, torch_threads=new_threads,
                          share=share, reason=reason)
 
 

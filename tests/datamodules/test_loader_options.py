@@ -41,7 +41,8 @@ def test_share_divides_cores_between_jobs_and_trainer_processes() -> None:
 def test_gpu_step_gives_the_share_but_one_core_to_workers() -> None:
     opts = resolve("auto", "auto", batches=100, on_cuda=True, share=16, torch_threads=8)
     assert opts.num_workers == loader_options.MAX_WORKERS and opts.pin_memory is True
-    assert opts.persistent_workers and opts.decode_threads == 1 and opts.torch_threads is None
+    assert opts.decode_threads == 1 and opts.torch_threads is None
+    assert not opts.persistent_workers  # a resumed run must draw the workers' seeds as the uninterrupted one
     assert resolve("auto", batches=100, on_cuda=True, share=4, torch_threads=4).num_workers == 3
 
 
