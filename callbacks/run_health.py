@@ -86,7 +86,7 @@ class RunHealth(L.Callback):
                                 f"[{alert['rule']}] {alert['message']} ({where})")
         hint = f" -> {alert['hint']}" if alert.get("hint") else ""
         text = console_text or line + hint  # a caller's own console line (the seed's wording) is kept as is
-        if console:
+        if console and getattr(trainer, "is_global_zero", True):  # one console line per alarm, not one per rank
             warn_on_console(log, text, prefix=prefix)
         else:
             log.warning("%s", line + hint)
