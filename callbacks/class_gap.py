@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import Any
 
@@ -9,6 +10,8 @@ import lightning as L
 import torch
 
 from suite.contracts import step_output
+
+log = logging.getLogger(__name__)
 
 
 class ClassGap(L.Callback):
@@ -24,7 +27,13 @@ class ClassGap(L.Callback):
 
     needs = {"val": ("preds", "target")}
 
-    def __init__(self, num_classes: int | None = None, class_names: Sequence[str] | None = None):
+    def __init__(self, num_classes: int | None = None, class_names: Sequence[str] | None = None,
+                 warn: float | None = None, critical: float | None = None, stop_on_critical: bool | None = None):
+        # warn/critical/stop_on_critical are accepted from configs of earlier runs (evaluate.py rebuilds a
+        # run's callbacks from its config) and not used: those alarms are health rules now
+        if any(v is not None for v in (warn, critical, stop_on_critical)):
+            log.info("ClassGap: warn/critical/stop_on_critical are ignored; the gap alarms are the health rules "
+                     "class_gap_warning / class_gap_critical (conf/health/, docs/run_health.md)")
         self.num_classes = num_classes
         self.class_names = list(class_names) if class_names else None
         self.metric: Any = None

@@ -148,6 +148,13 @@ def test_epoch_summary_format_matches_the_seed() -> None:
     assert lines[-1] == "Val Metrics - Precision: 0.4556 | F1: 0.4800 | Iou: 0.3178"
 
 
+def test_class_gap_accepts_the_thresholds_of_earlier_run_configs() -> None:
+    """evaluate.py rebuilds an old run's callbacks from its config, which still names warn/critical."""
+    cb = ClassGap(num_classes=2, warn=0.15, critical=0.25, stop_on_critical=False)
+    _, module = run_gap(cb, [0, 0, 1, 1], [0, 0, 1, 1])
+    assert cb.last_gap == pytest.approx(0.0)
+
+
 def test_a_callback_never_skips_a_missing_field_silently() -> None:
     """Renaming or dropping a step output must not turn an alarm off without a word."""
     from suite.contracts import ContractError
