@@ -43,6 +43,13 @@ AUTO = "auto"
 Size = tuple[int, int]  # (height, width) as read, EXIF orientation applied
 
 
+def _say(message: str) -> None:
+    """A choice the user should see: on the console (train.py's log goes to the run's train.log only) and in
+    the log."""
+    print(message, flush=True)
+    log.info(message)
+
+
 def _examples(paths: list[Path], limit: int = 5) -> str:
     return ", ".join(str(p) for p in paths[:limit]) + (f" ... ({len(paths) - limit} more)" if len(paths) > limit
                                                         else "")
@@ -263,17 +270,17 @@ class SegmentationDataModule(SuiteDataModule):
         shown = ", ".join(f"{w}x{h}" for h, w in sorted(sizes)[:3]) + (" ..." if len(sizes) > 3 else "")
         if self.crop_size == AUTO and smallest > self.auto_crop_size:
             side, self._auto_crops = self.auto_crop_size, True
-            log.info("segmentation: data.crop_size=auto: the training images (%s) are larger than %d px, so training "
-                     "uses random %dx%d crops in batches of %d (data.crop_batch_size) and validation and test score "
-                     "whole images (data.crop_size=null trains on whole images)", shown, side, side, side,
-                     self.crop_batch_size or self.batch_size)
+            _say(f"segmentation: data.crop_size=auto: the training images ({shown}) are larger than {side} px, so "
+                 f"training uses random {side}x{side} crops in batches of {self.crop_batch_size or self.batch_size} "
+                 "(data.crop_batch_size) and validation and test score whole images (data.crop_size=null trains on "
+                 "whole images)")
             return side
         if len(sizes) < 2:
             return None
         side = min(smallest, self.auto_crop_size) if self.crop_size == AUTO else smallest
-        log.info("segmentation: the training images have %d sizes (%s); training on random %dx%d crops and "
-                 "evaluating whole images one at a time (set data.image_size or data.crop_size to choose)",
-                 len(sizes), shown, side, side)
+        _say(f"segmentation: the training images have {len(sizes)} sizes ({shown}); training on random "
+             f"{side}x{side} crops and evaluating whole images one at a time (set data.image_size or data.crop_size "
+             "to choose)")
         return side
 
     def _transform(self, train: bool) -> A.Compose:

@@ -288,7 +288,7 @@ def test_damaged_masks_fail_at_setup_naming_the_file(tmp_path: Path, damage: str
 
 
 # -- data.crop_size=auto: crops of large images, whole images otherwise -------------------------------------
-def test_auto_crop_trains_large_images_on_crops_and_evaluates_them_whole(tmp_path: Path, caplog) -> None:
+def test_auto_crop_trains_large_images_on_crops_and_evaluates_them_whole(tmp_path: Path, caplog, capsys) -> None:
     sized_dataset(tmp_path, [(80, 96)] * 12)
     dm = SegmentationDataModule(root=str(tmp_path), batch_size=8, auto_crop_size=32, crop_batch_size=4, seed=0)
     with caplog.at_level("INFO", logger="datamodules.segmentation"):
@@ -301,6 +301,7 @@ def test_auto_crop_trains_large_images_on_crops_and_evaluates_them_whole(tmp_pat
     assert {tuple(b["image"].shape[2:]) for b in dm.val_dataloader()} == {(80, 96)}  # evaluation: whole images
     chosen = [r.message for r in caplog.records if "crop_size=auto" in r.message]
     assert len(chosen) == 1 and "32x32 crops" in chosen[0]  # said once, however often the loaders are built
+    assert capsys.readouterr().out.count("crop_size=auto") == 1  # on the console too: train.py logs to a file
 
 
 def test_auto_crop_keeps_images_no_larger_than_the_crop_whole(tmp_path: Path) -> None:
