@@ -110,7 +110,7 @@ TASKS = {
     "relevance_segmentation": ["experiment=relevance_segmentation", "data.image_size=64"],
     "lego": ["experiment=lego_multitask"],
 }
-FAST_TASKS = {"segmentation", "violence"}
+FAST_TASKS = {"segmentation"}
 
 
 @pytest.mark.parametrize("task", [t if t in FAST_TASKS else pytest.param(t, marks=pytest.mark.slow) for t in TASKS])
