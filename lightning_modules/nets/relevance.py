@@ -4,8 +4,9 @@
   embedding. Its encoder is built like :class:`~lightning_modules.nets.segmentation.UNet`'s, so it
   loads into phase 2's.
 - Phase 2 is the suite's :class:`~lightning_modules.nets.segmentation.UNet` with one output channel:
-  relevance logits ``[N, 1, H, W]`` at the input resolution (the seed's 32x32 head is why its IoU
-  was 0).
+  relevance logits ``[N, 1, H, W]`` at the input resolution (:func:`relevance_unet`). The seed's
+  coarse head, why its IoU was 0, stays available as ``head_size=32`` (:class:`CoarseHeadUNet`) so
+  the failure can be reproduced next to its fix (``python -m tools.gallery``).
 - :func:`event_relevance` + :func:`decide_regions`: the relevance map of an event (max over its
   sampled frames) and the per-region decision (mean relevance inside a motion region above the
   threshold -> relevant; any relevant region -> alert). The rule itself is torch-free
@@ -56,6 +57,27 @@ class ContrastiveNet(nn.Module):
         return F.normalize(self.projection(pooled), dim=1)
 
 
+class CoarseHeadUNet(UNet):
+    """The seed's coarse head: the decoder stops at ``head_size`` x ``head_size`` and its logits are
+    upsampled bilinearly to the input, so loss and metrics still see full-size masks (small motion
+    regions blur away)."""
+
+    def __init__(self, head_size: int = 32, **unet: Any):
+        super().__init__(**unet)
+        self.head_size = int(head_size)
+        self.config["head_size"] = self.head_size
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        logits = self.head(self.decoder(self.encoder(images), (self.head_size, self.head_size)))
+        return F.interpolate(logits, size=images.shape[-2:], mode="bilinear", align_corners=False)
+
+
+def relevance_unet(head_size: int | None = None, **unet: Any) -> UNet:
+    """The phase-2 net: ``head_size`` null = logits at the input resolution; an int = the seed's
+    coarse ``head_size`` x ``head_size`` head, upsampled (:class:`CoarseHeadUNet`)."""
+    return UNet(**unet) if head_size is None else CoarseHeadUNet(head_size, **unet)
+
+
 def _cpu_state(module: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().cpu().clone() for k, v in module.state_dict().items()}
 
@@ -76,8 +98,8 @@ def net_from_payload(payload: dict[str, Any], source: str | Path) -> UNet:
     if payload.get("format") != NET_FORMAT:
         raise UserError(f"{source} is not a relevance net file (segmentation.pth or complete.pth of a "
                         "relevance_segmentation run)")
-    keys = ("backbone", "in_channels", "num_classes", "decoder_channels", "encoder_depth")
-    net = UNet(**{k: payload[k] for k in keys if k in payload})
+    keys = ("backbone", "in_channels", "num_classes", "decoder_channels", "encoder_depth", "head_size")
+    net = relevance_unet(**{k: payload[k] for k in keys if k in payload})
     net.load_state_dict(payload["state_dict"])
     return net
 

@@ -39,7 +39,8 @@ def test_presets_pick_each_phases_datamodule(make_cfg, tmp_path: Path) -> None:
     assert one.data._target_.endswith("RelevanceContrastiveDataModule") and "motion" not in one.data
     assert two.data._target_.endswith("RelevanceSegmentationDataModule") and two.data.motion.threshold == 30
     assert one.data.mode is None and two.data.mode is None
-    assert two.model.net._target_ == "lightning_modules.nets.segmentation.UNet"
+    assert two.model.net._target_ == "lightning_modules.nets.relevance.relevance_unet"
+    assert two.model.net.head_size is None
     assert one.callbacks.training_history.summary.endswith("training_log_contrastive.json")
 
 
