@@ -7,7 +7,7 @@ RUN ?=
 ARGS ?=
 LOGDIR ?= outputs
 
-.PHONY: help install test test-all train sweep tensorboard export-pi bench lint format clean
+.PHONY: help install test test-all train sweep tensorboard export-pi bench gallery lint format clean
 
 help:
 	@echo "make install                 create .venv and install the suite (editable, with dev tools)"
@@ -17,6 +17,7 @@ help:
 	@echo "make export-pi RUN=<run dir> ONNX export of any run; LEGO: + int8 and the Pi bundle (fp32 if int8 loses agreement)"
 	@echo "make test / test-all         fast tests / all tests including slow ones"
 	@echo "make bench                   benchmarks under bench/ (print figures)"
+	@echo "make gallery [ARGS='--only 001,002 --quick']   each seed's failure vs its fix on synthetic data -> gallery/"
 	@echo "make lint                    ruff"
 
 install:
@@ -50,6 +51,9 @@ export-pi:
 
 bench:
 	@set -e; for b in bench/bench_*.py; do echo "== $$b"; $(PYTHON) $$b; done
+
+gallery:
+	NO_ALBUMENTATIONS_UPDATE=1 HF_HUB_OFFLINE=1 $(PYTHON) -m tools.gallery $(ARGS)
 
 lint:
 	$(PYTHON) -m ruff check .

@@ -347,8 +347,9 @@ def write_gallery(folder: Path, results: Sequence[tuple[Pair, RunFacts, RunFacts
     for pair, failure, fix, _ in results:
         draw_pair(pair, failure, fix, folder / f"{pair.id}.png")
         rows.append(pair_row(pair, failure, fix))
-    commands = {f"{p.id}-{tag}": " ".join(c[1:]) for p, _, _, cs in results for tag, c in zip(("failure", "fix"), cs,
-                                                                                              strict=True)}
+    # commands as a user would type them: the runs folder named <runs>, not this machine's path
+    commands = {f"{p.id}-{tag}": " ".join(c[1:]).replace(str(runs), "<runs>")
+                for p, _, _, cs in results for tag, c in zip(("failure", "fix"), cs, strict=True)}
     lines = ["# Failure gallery", "",
              "Each seed's failure next to its fix, trained on the synthetic data; the alarm column is what the run "
              "health rules (docs/run_health.md) wrote to the run's alerts.json.",
