@@ -35,8 +35,13 @@ from suite.outputs import output_dir_arg, output_folder
 ROOT = Path(__file__).resolve().parents[1]
 KIND = "failure gallery"
 
-# every run: no hub, no export, CSV logs only (TensorBoard event files are not read here)
-COMMON = ("model.pretrained=false", "callbacks.onnx_export.enabled=false", "logger=csv", "trainer.accelerator=cpu")
+# every run: no hub, no export, CSV logs only (TensorBoard event files are not read here), no loader worker
+# processes (with a few batches per epoch they cost more than they save, and a forked worker was seen to hang
+# on a loaded machine)
+COMMON = ("model.pretrained=false", "callbacks.onnx_export.enabled=false", "logger=csv", "trainer.accelerator=cpu",
+          "data.num_workers=0")
+# a training that takes longer than this is stopped and written as failed, so one hang does not stall the gallery
+RUN_TIMEOUT_S = 900
 # --quick: a wiring check of the gallery itself (two batches per epoch), not a reproduction
 QUICK = ("trainer.max_epochs=2", "trainer.limit_train_batches=2", "trainer.limit_val_batches=2",
          "trainer.limit_test_batches=2", "trainer.num_sanity_val_steps=0")
@@ -283,11 +288,14 @@ def train_command(pair: Pair, side: Side, run_dir: Path, data_dir: Path, quick: 
             f"paths.data_dir={data_dir}", f"hydra.run.dir={run_dir}"]
 
 
-def _train(command: list[str], run_dir: Path) -> tuple[str | None, float]:
+def _train(command: list[str], run_dir: Path, timeout_s: float = RUN_TIMEOUT_S) -> tuple[str | None, float]:
     start = time.perf_counter()
     run_dir.parent.mkdir(parents=True, exist_ok=True)
     with open(run_dir.parent / f"{run_dir.name}.log", "w") as log:
-        proc = subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT)
+        try:
+            proc = subprocess.run(command, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            return f"stopped after {timeout_s:.0f} s (see {run_dir.name}.log)", time.perf_counter() - start
     wall = time.perf_counter() - start
     if proc.returncode == 0:
         return None, wall

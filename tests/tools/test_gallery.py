@@ -127,3 +127,12 @@ def test_quick_smoke_of_one_pair(tmp_path: Path) -> None:
     rows = json.loads((out / "results.json").read_text())["rows"]
     assert [r["pair"] for r in rows] == ["002"]
     assert (tmp_path / "runs" / "002-failure" / "alerts.json").is_file()
+
+
+def test_a_hanging_training_is_stopped_and_reported(tmp_path: Path) -> None:
+    error, wall = gallery._train([sys.executable, "-c", "import time; time.sleep(30)"], tmp_path / "run",
+                                 timeout_s=1.0)
+    assert error is not None and error.startswith("stopped after 1 s") and wall < 20
+    run = RunFacts.read(tmp_path / "run", error, wall)
+    row = pair_row(PAIR_002, run, run)
+    assert row["failure_figure"].startswith("run failed: stopped after") and not row["reproduced"]
