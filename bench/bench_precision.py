@@ -113,7 +113,9 @@ def summarize(task: str, results: dict[str, dict[str, Any]]) -> dict[str, Any]:
         if variant == "compile":
             row["compile_s"] = sum(steps[:COMPILE_WARMUP]) - COMPILE_WARMUP * row["compile_ms"] / 1000
         else:
+            # the loss too: on a few small epochs a thresholded metric can sit at 0 under both precisions
             row[f"{variant}_metric"] = result["final_val"].get(metric)
+            row[f"{variant}_loss"] = result["final_val"].get("val/loss")
     if "fp32_ms" in row and "bf16_ms" in row:
         row["speedup"] = row["fp32_ms"] / row["bf16_ms"]
     return row
@@ -124,12 +126,14 @@ def _cell(value: Any, digits: int = 1) -> str:
 
 
 def print_table(rows: list[dict[str, Any]], markdown: bool = False) -> None:
-    header = ["task", "fp32 ms", "bf16 ms", "fp32/bf16", "compile ms", "compile s", "metric", "fp32", "bf16"]
+    header = ["task", "fp32 ms", "bf16 ms", "fp32/bf16", "compile ms", "compile s", "metric", "fp32", "bf16",
+              "val/loss fp32", "val/loss bf16"]
     lines = [header]
     for r in rows:
         lines.append([r["task"], _cell(r.get("fp32_ms")), _cell(r.get("bf16_ms")), _cell(r.get("speedup"), 2),
                       _cell(r.get("compile_ms")), _cell(r.get("compile_s")), r["metric"],
-                      _cell(r.get("fp32_metric"), 3), _cell(r.get("bf16_metric"), 3)])
+                      _cell(r.get("fp32_metric"), 3), _cell(r.get("bf16_metric"), 3),
+                      _cell(r.get("fp32_loss"), 4), _cell(r.get("bf16_loss"), 4)])
     widths = [max(len(line[i]) for line in lines) for i in range(len(header))]
     for i, line in enumerate(lines):
         if markdown:
