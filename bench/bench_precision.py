@@ -7,10 +7,11 @@ final validation metric of a short same-seed run in fp32 and in bf16-mixed.
 
 Each figure comes from ``python train.py experiment=<preset> trainer=cpu|cpu_bf16 [model.compile=true]`` on the
 task's synthetic data (generated once per task), ``model.pretrained=false``, with the preset's batch size and
-``torch`` threads = cores: the step time is the median of the training steps (the batch already loaded, so
-data loading is not counted; the optimizer step is), the compile time is what the first steps of the compiled
-run take beyond that median. The metric is the experiment's selection metric after the last epoch (runs of a
-few limited epochs on small data: it says whether bf16 keeps up with fp32, not what the task reaches).
+``torch`` threads = cores (batches loaded in the main process, ``data.num_workers=0``, so no loader shares the
+cores): the step time is the median of the training steps (the batch already loaded, so data loading is not counted;
+the optimizer step is), the compile time is what the first steps of the compiled run take beyond that median. The
+metric is the experiment's selection metric after the last epoch (runs of a few limited epochs on small data: it
+says whether bf16 keeps up with fp32, not what the task reaches).
 """
 
 from __future__ import annotations
@@ -78,7 +79,7 @@ def run_variant(task: str, variant: str, work: Path, args: argparse.Namespace) -
                     f"++trainer.limit_val_batches={args.val_batches}"]
     command = [sys.executable, str(ROOT / "train.py"), *TASKS[task], *VARIANTS[variant], *schedule,
                "model.pretrained=false", "logger=none", "test_after_fit=false", "callbacks.onnx_export.enabled=false",
-               "++trainer.num_sanity_val_steps=0", f"seed={args.seed}",
+               "++trainer.num_sanity_val_steps=0", "data.num_workers=0", f"seed={args.seed}",
                f"paths.data_dir={work / 'data' / task}", f"hydra.run.dir={run_dir}",
                "+callbacks.step_timer._target_=bench.bench_precision.StepTimer", f"+callbacks.step_timer.out={times}"]
     env = {**os.environ, "NO_ALBUMENTATIONS_UPDATE": "1", "HF_HUB_OFFLINE": "1",
