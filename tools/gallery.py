@@ -331,20 +331,36 @@ def select_pairs(only: str | None) -> list[Pair]:
     return [p for p in PAIRS if p.id in wanted]
 
 
+def _record_path(runs: Path, pair: Pair, tag: str) -> Path:
+    return runs / f"{pair.id}-{tag}.gallery.json"
+
+
 def run_pair(pair: Pair, runs: Path, quick: bool) -> tuple[RunFacts, RunFacts, list[list[str]]]:
-    facts, commands = [], []
+    """Train the pair's failure then its fix; each run's command, wall time and error are kept next to it
+    (``<runs>/<pair>-<side>.gallery.json``) so that ``--rebuild`` can redraw the gallery without training."""
     for tag, side in (("failure", pair.failure), ("fix", pair.fix)):
         run_dir = runs / f"{pair.id}-{tag}"
         command = train_command(pair, side, run_dir, runs / "data", quick)
         print(f"[{pair.id} {tag}] {side.label} ...", flush=True)
         error, wall = _train(command, run_dir)
-        run = RunFacts.read(run_dir, error, wall)
+        _record_path(runs, pair, tag).write_text(json.dumps({"command": command, "wall_s": wall, "error": error}))
+        print(f"[{pair.id} {tag}] {wall:.0f} s, alarms: {', '.join(RunFacts.read(run_dir).rules_fired()) or 'none'}"
+              + (f" ({error})" if error else ""), flush=True)
+    return read_pair(pair, runs)
+
+
+def read_pair(pair: Pair, runs: Path) -> tuple[RunFacts, RunFacts, list[list[str]]]:
+    """The pair's two run dirs under ``runs`` as the gallery reads them (a missing run reads as failed)."""
+    facts, commands = [], []
+    for tag in ("failure", "fix"):
+        run_dir = runs / f"{pair.id}-{tag}"
+        record = _read_json(_record_path(runs, pair, tag)) or {}
+        error = record.get("error") or (None if run_dir.is_dir() else f"no run dir {run_dir.name}")
+        run = RunFacts.read(run_dir, error, record.get("wall_s"))
         if pair.confound and not error:
             run.confound = confound_verdict(run_dir)
-        print(f"[{pair.id} {tag}] {wall:.0f} s, alarms: {', '.join(run.rules_fired()) or 'none'}"
-              + (f" ({error})" if error else ""), flush=True)
         facts.append(run)
-        commands.append(command)
+        commands.append(record.get("command") or ["python", "-"])
     return facts[0], facts[1], commands
 
 
@@ -385,14 +401,22 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="two batches per epoch: checks the wiring only")
     parser.add_argument("--runs", type=output_dir_arg, default=None,
                         help="where the trainings go (default outputs/gallery_runs/<time>)")
+    parser.add_argument("--rebuild", action="store_true",
+                        help="train nothing: redraw the gallery from the runs already in --runs")
     args = parser.parse_args(argv)
     pairs = select_pairs(args.only)
+    if args.rebuild and (args.runs is None or not Path(args.runs).is_dir()):
+        raise UserError("--rebuild: give --runs, the folder of an earlier gallery's trainings")
     runs = Path(args.runs or Path("outputs") / "gallery_runs" / time.strftime("%Y%m%d-%H%M%S")).absolute()
     with output_folder(args.out, KIND, option="--out", replace=True,
                        record={"pairs": [p.id for p in pairs], "quick": args.quick, "runs": str(runs)}) as folder:
         start = time.perf_counter()
-        results = [(pair, *run_pair(pair, runs, args.quick)) for pair in pairs]
-        write_gallery(folder, results, args.quick, runs, time.perf_counter() - start)
+        results = [(pair, *(read_pair(pair, runs) if args.rebuild else run_pair(pair, runs, args.quick)))
+                   for pair in pairs]
+        total = time.perf_counter() - start
+        if args.rebuild:
+            total = sum(r.wall_s or 0.0 for _, fail, fix, _ in results for r in (fail, fix))
+        write_gallery(folder, results, args.quick, runs, total)
     print(f"wrote {args.out}/README.md ({len(pairs)} pairs; runs in {runs})")
     return 0
 

@@ -136,3 +136,19 @@ def test_a_hanging_training_is_stopped_and_reported(tmp_path: Path) -> None:
     run = RunFacts.read(tmp_path / "run", error, wall)
     row = pair_row(PAIR_002, run, run)
     assert row["failure_figure"].startswith("run failed: stopped after") and not row["reproduced"]
+
+
+def test_rebuild_redraws_from_recorded_runs_and_replaces_its_own_gallery(tmp_path: Path) -> None:
+    runs = tmp_path / "runs"
+    make_run(runs / "002-failure", [alert("prediction_collapse", None, 3)], HISTORY_FAIL)
+    make_run(runs / "002-fix", [], HISTORY_FIX)
+    (runs / "002-failure.gallery.json").write_text(json.dumps({"command": ["py", "train.py", "x=1"], "wall_s": 30.0,
+                                                               "error": None}))
+    out = tmp_path / "gallery"
+    for _ in range(2):  # the second time replaces the gallery it wrote
+        assert gallery.main(["--out", str(out), "--runs", str(runs), "--only", "002", "--rebuild"]) == 0
+    readme = (out / "README.md").read_text()
+    assert "`prediction_collapse` (critical, batch 3)" in readme and "| 002-failure | 30 |" in readme
+    assert "| 002-fix | - | - |" in readme and not (tmp_path / "gallery.partial").exists()
+    with pytest.raises(UserError, match="--rebuild: give --runs"):
+        gallery.main(["--out", str(tmp_path / "g2"), "--rebuild"])
