@@ -19,8 +19,9 @@ The policy, in order:
   waits for one batch's load, which the main process would have spent anyway.
 - **Workers from the share.** Training on a GPU leaves the CPU to the loader: every core of the share but
   one (the main process feeding the GPU) becomes a worker, at most :data:`MAX_WORKERS`. Training on the CPU
-  splits the share: a quarter for workers (at least one), the rest for the step's torch threads, which
-  are lowered to fit when they would not (they default to every physical core of the machine).
+  splits the share: a quarter for workers, the rest for the step's torch threads, which are lowered to
+  fit when they would not (they default to every physical core of the machine); on fewer than 4 cores
+  the step keeps them all and loads in the main process.
 - **Prefetch** keeps about :data:`BATCHES_IN_FLIGHT` batches queued whatever the worker count, so one
   slow batch (a long video seek) does not stall the step.
 - **Pinned memory** only when the trainer runs on CUDA: pinning buys nothing on the CPU and costs a copy.
@@ -167,8 +168,10 @@ def resolve(
         workers, reason = 0, "a single core: workers would only compete with the step"
     elif on_cuda:
         workers, reason = min(MAX_WORKERS, share - 1), "GPU step: every core of the share but one loads"
+    elif share * CPU_WORKER_SHARE < 1:
+        workers, reason = 0, "CPU step on fewer than 4 cores: a worker would take a core from the step"
     else:
-        workers = max(1, min(MAX_WORKERS, int(share * CPU_WORKER_SHARE)))
+        workers = min(MAX_WORKERS, int(share * CPU_WORKER_SHARE))
         reason = "CPU step: a quarter of the share loads, the rest steps"
         if torch_threads + workers > share:
             new_threads = max(1, share - workers)

@@ -52,6 +52,9 @@ def test_cpu_step_splits_the_share_and_lowers_torch_threads_to_fit() -> None:
     assert opts.torch_threads == 6  # workers + torch threads == the share: no oversubscription
     # threads that already fit are left alone
     assert resolve("auto", batches=100, share=8, torch_threads=4).torch_threads is None
+    # on fewer than 4 cores a worker would take a core from the step
+    assert resolve("auto", batches=100, share=3, torch_threads=3).num_workers == 0
+    assert resolve("auto", batches=100, share=4, torch_threads=4).num_workers == 1
 
 
 def test_prefetch_keeps_about_four_batches_in_flight() -> None:
@@ -178,9 +181,11 @@ def test_sweep_jobs_share_the_cores(make_cfg, tmp_path: Path, monkeypatch: pytes
         assert state["parallel_jobs"] == 4 and state["core_share"] == 2
         assert torch.get_num_threads() == 2
         assert "4 jobs at once on 8 core(s): this job keeps to 2" in capsys.readouterr().out
-        # the job's loaders take their workers out of the same 2 cores: 1 worker + 1 torch thread on a CPU step
+        # the job's loaders take their workers out of the same 2 cores: on a GPU step 1 worker, on a CPU step
+        # none (the step keeps both cores)
+        assert resolve("auto", batches=100, on_cuda=True).num_workers == 1
         opts = resolve("auto", batches=100)
-        assert opts.share == 2 and opts.num_workers == 1 and opts.torch_threads == 1
+        assert opts.share == 2 and opts.num_workers == 0 and opts.torch_threads is None
         # n_jobs=-1: one job per core, so each keeps to one core and loads in its main process
         cfg = _as_multirun(make_cfg(["hydra/launcher=local", "hydra.launcher.n_jobs=-1"], tmp_path / "k"))
         assert reset_process_state(cfg, HydraConfig.get())["core_share"] == 1
