@@ -159,7 +159,7 @@ def test_swept_values_are_checked_one_by_one() -> None:
         (["experiment=segmentaton"], r"experiment=segmentaton: there is no experiment 'segmentaton' "
                                      r"\(did you mean 'segmentation'\?\); the experiment options are: .*lego_part"),
         (["-m", "experiment=segmentation,nope"], r"experiment=nope: there is no experiment 'nope'"),
-        (["trainer=gpux"], r"trainer=gpux: there is no trainer 'gpux'.*cpu, ddp, default, gpu"),
+        (["trainer=gpux"], r"trainer=gpux: there is no trainer 'gpux'.*cpu, cpu_bf16, ddp, default, gpu, gpu_bf16"),
         (["experiment=[segmentation,lego_part]"], r"experiment=\[segmentation,lego_part\]: pick one experiment.*"
                                                   r"python train.py -m experiment=segmentation,lego_part"),
     ],
