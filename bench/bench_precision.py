@@ -1,7 +1,7 @@
 """Per task: median training step time in fp32, bf16-mixed and bf16-mixed + model.compile on the CPU, and the
 final validation metric of a short same-seed run in fp32 and in bf16-mixed.
 
-    python bench/bench_precision.py                              # every task (about 10 minutes on a quiet 2-core CPU)
+    python bench/bench_precision.py                              # every task; the compile runs take longest
     python bench/bench_precision.py --tasks segmentation,lego --epochs 2 --no-compile
     python bench/bench_precision.py --out precision.json         # the figures as JSON too
 
