@@ -438,6 +438,7 @@ class SuiteDataModule(L.LightningDataModule):
             torch.set_num_threads(opts.torch_threads)  # the step keeps to the cores the workers leave it
         kwargs: dict[str, Any] = {}
         if opts.num_workers > 0:
+            loader_options.prepare_fork()
             # "fork" keeps loaders working inside joblib's (loky) sweep workers, whose default start method
             # cannot re-import the task, and starts a worker in milliseconds where "spawn" re-imports torch;
             # worker_init gives each worker one thread per library (and Lightning's worker seeding).

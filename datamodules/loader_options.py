@@ -31,8 +31,9 @@ The policy, in order:
 
 Workers are forked (see ``SuiteDataModule.make_loader`` for why); the fork happens after torch has
 started its thread pool (OpenMP's is not fork-safe), which is safe because each worker runs torch on one
-thread (PyTorch's worker loop sets it; :func:`worker_init` also sets OpenCV and PyAV to one) and so never
-enters the parent's pool; CUDA is never touched in a worker (batches reach the GPU in the main process).
+thread (PyTorch's worker loop sets it; :func:`worker_init` sets PyAV to one) and so never enters the
+parent's pool; OpenCV is set to one thread in the parent before the fork (:func:`prepare_fork`: its pool
+cannot be resized in a forked child); CUDA is never touched in a worker (batches reach the GPU in the main process).
 """
 
 from __future__ import annotations
@@ -184,17 +185,26 @@ def resolve(
                          share=share, reason=reason)
 
 
-def worker_init(worker_id: int) -> None:
-    """Each forked worker: one thread for torch, OpenCV and the video decoder (the share is spread over the
-    workers already), then Lightning's per-worker seeding when the run asked for it (``seed_everything(...,
-    workers=True)``), which a loader with its own ``worker_init_fn`` would otherwise lose."""
+def prepare_fork() -> None:
+    """Before forking workers: OpenCV in this process runs on one thread. Its pool is copied by a fork without
+    its threads, and a worker that used or resized it would wait for them forever; with one thread there is
+    no pool (the loading now happens in the workers, so this process loses nothing it uses)."""
     import cv2
+
+    cv2.setNumThreads(1)
+
+
+def worker_init(worker_id: int) -> None:
+    """Each forked worker: one thread for torch and the video decoder (OpenCV: :func:`prepare_fork`; the
+    share is spread over the workers already), then Lightning's per-worker seeding when the run asked for it
+    (``seed_everything(..., workers=True)``), which a loader with its own ``worker_init_fn`` would lose."""
     import torch
 
     from datamodules import video
 
+    # OpenCV's thread count is set in the parent before the fork (prepare_fork): cv2.setNumThreads here
+    # joins pool threads the fork did not copy and hangs the worker for good
     torch.set_num_threads(1)
-    cv2.setNumThreads(1)
     video.set_decode_threads(1)
     if int(os.environ.get("PL_SEED_WORKERS", "0")):
         from lightning.fabric.utilities.seed import pl_worker_init_function

@@ -106,8 +106,14 @@ def _batches(loader) -> list[dict]:  # noqa: ANN001
 
 def test_workers_load_the_same_batches_as_the_main_process(tmp_path: Path) -> None:
     """Behavior validation and test loaders (TTA clips decoded from video): 2 forked workers == no workers."""
+    import cv2
+
     from datamodules.behavior import BehaviorDataModule
 
+    # the parent's OpenCV pool running several threads before the fork (as motion precomputation leaves it):
+    # a worker resizing that pool hung for good; the loader sets it to one thread before forking
+    cv2.setNumThreads(2)
+    cv2.GaussianBlur(np.zeros((512, 512, 3), np.uint8), (15, 15), 0)
     got = {}
     for workers in (0, 2):
         dm = BehaviorDataModule(synthetic_dir=str(tmp_path), batch_size=2, num_workers=workers,
@@ -117,6 +123,7 @@ def test_workers_load_the_same_batches_as_the_main_process(tmp_path: Path) -> No
         dm.setup("fit")
         got[workers] = _batches(dm.val_dataloader()) + _batches(dm.test_dataloader())
     assert len(got[0]) == len(got[2]) > 2
+    assert cv2.getNumThreads() == 1
     for main, worker in zip(got[0], got[2], strict=True):
         assert main.keys() == worker.keys()
         for key in main:
