@@ -23,11 +23,14 @@ from suite.exporting import DEFAULT_OPSET, DEFAULT_PARITY_ITEMS, MIN_OPSET, Pari
 
 
 def exports(module: Any) -> bool:
-    """Whether ``module`` implements the export hooks of the inference contract."""
+    """Whether ``module`` implements the export hooks of the inference contract: both its graphs and the
+    parity inputs. (A module that overrides ``export_graphs`` only to say why it cannot be exported, such
+    as the relevance encoder phase, gives no parity inputs and is not exported after its test.)"""
     from lightning_modules.base import SuiteModule
 
     cls = type(module)
-    return isinstance(module, SuiteModule) and cls.export_graphs is not SuiteModule.export_graphs
+    return (isinstance(module, SuiteModule) and cls.export_graphs is not SuiteModule.export_graphs
+            and cls.export_inputs is not SuiteModule.export_inputs)
 
 
 class OnnxExport(L.Callback):

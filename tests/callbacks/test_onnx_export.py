@@ -135,3 +135,11 @@ def test_every_preset_exports_by_default(experiment: str, tmp_path: Path) -> Non
         GlobalHydra.instance().clear()
     node = cfg.callbacks.onnx_export
     assert node._target_ == "callbacks.OnnxExport" and node.enabled is True
+
+
+def test_a_phase_that_only_explains_why_it_cannot_be_exported_is_not_exported_after_its_test() -> None:
+    # the relevance encoder phase overrides export_graphs to say why (for export.py) but gives no parity
+    # inputs: the callback must skip it instead of failing the run after its final test
+    from lightning_modules.relevance import ContrastiveModule
+
+    assert not exports(object.__new__(ContrastiveModule))
