@@ -25,6 +25,16 @@ def _as_float(value: Any) -> float | None:
     return out if math.isfinite(out) else None
 
 
+def epoch_record(trainer: L.Trainer, prefixes: tuple[str, ...]) -> dict[str, Any]:
+    """The epoch's logged metrics whose keys start with ``prefixes`` (epoch values, ``_epoch`` suffix
+    dropped, non-finite values as None), with the epoch and global step: one training_history.json record."""
+    record: dict[str, Any] = {"epoch": trainer.current_epoch, "step": trainer.global_step}
+    for key, value in sorted(trainer.callback_metrics.items()):
+        if key.startswith(prefixes) and not key.endswith("_step"):
+            record[key.removesuffix("_epoch")] = _as_float(value)
+    return record
+
+
 class TrainingHistory(L.Callback):
     """Append the epoch's metrics to ``filename`` (atomically rewritten every epoch).
 
@@ -79,10 +89,7 @@ class TrainingHistory(L.Callback):
     def on_train_epoch_end(self, trainer: L.Trainer, pl_module: L.LightningModule) -> None:
         if trainer.sanity_checking:
             return
-        record: dict[str, Any] = {"epoch": trainer.current_epoch, "step": trainer.global_step}
-        for key, value in sorted(trainer.callback_metrics.items()):
-            if key.startswith(self.prefixes) and not key.endswith("_step"):
-                record[key.removesuffix("_epoch")] = _as_float(value)
+        record = epoch_record(trainer, self.prefixes)
         self.records = [r for r in self.records if r["epoch"] != record["epoch"]] + [record]
         if trainer.is_global_zero:
             atomic_write_json(self._path(trainer), self.records)

@@ -15,19 +15,13 @@ from typing import Any
 
 import lightning as L
 
+from callbacks.history import epoch_record
 from suite.health import HealthMonitor, make_alert, rules_from_config
 from suite.io import atomic_write_json
 from suite.printing import warn_on_console
 from suite.trackers import log_text
 
 log = logging.getLogger(__name__)
-
-
-def _as_float(value: Any) -> float | None:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
 
 
 class RunHealth(L.Callback):
@@ -116,10 +110,7 @@ class RunHealth(L.Callback):
         # validation has run by now (Lightning validates inside the training epoch): train and val metrics
         if trainer.sanity_checking:
             return
-        record: dict[str, Any] = {"epoch": trainer.current_epoch, "step": trainer.global_step}
-        for key, value in sorted(trainer.callback_metrics.items()):
-            if key.startswith(self.prefixes) and not key.endswith("_step"):
-                record[key.removesuffix("_epoch")] = _as_float(value)
+        record = epoch_record(trainer, self.prefixes)
         self.history = [r for r in self.history if r["epoch"] != record["epoch"]] + [record]
         before = set(self.monitor.active)
         for alert in self.monitor.evaluate(self.history):
