@@ -304,20 +304,19 @@ def _train(command: list[str], run_dir: Path, timeout_s: float = RUN_TIMEOUT_S) 
 
 
 def confound_verdict(run_dir: Path) -> str:
-    """tools.check_confound's verdict on a behavior run (train/val manifests from manifests_used.txt)."""
+    """tools.check_confound's verdict on a behavior run's test predictions; the train/val videos are the
+    split's groups in ``splits.json`` (a manifest may hold every split in one file)."""
     import pandas as pd
 
     from tools.check_confound import confound_report
 
     try:
-        listed = (run_dir / "manifests_used.txt").read_text().splitlines()[1:]
-        paths = [Path(line.split("\t")[0]) for line in listed if line.strip()]
-        train = next(p for p in paths if p.name.startswith("train"))
-        val = next(p for p in paths if p.name.startswith("val"))
-        frames = [pd.read_csv(p, dtype={"video_id": str}) for p in (train, val, run_dir / "predictions_agg.csv")]
-    except (OSError, StopIteration, ValueError) as err:
-        return f"not available ({type(err).__name__})"
-    return str(confound_report(*frames)["verdict"])
+        groups = json.loads((run_dir / "splits.json").read_text())["groups"]
+        train, val = (pd.DataFrame({"video_id": [str(v) for v in groups[split]]}) for split in ("train", "val"))
+        predictions = pd.read_csv(run_dir / "predictions_agg.csv", dtype={"video_id": str})
+        return str(confound_report(train, val, predictions)["verdict"])
+    except (OSError, KeyError, TypeError, ValueError) as err:
+        return f"not available ({type(err).__name__}: {err})"
 
 
 def select_pairs(only: str | None) -> list[Pair]:
