@@ -152,3 +152,24 @@ def test_rebuild_redraws_from_recorded_runs_and_replaces_its_own_gallery(tmp_pat
     assert "| 002-fix | - | - |" in readme and not (tmp_path / "gallery.partial").exists()
     with pytest.raises(UserError, match="--rebuild: give --runs"):
         gallery.main(["--out", str(tmp_path / "g2"), "--rebuild"])
+
+
+def test_coarse_head_of_pair_000_upsamples_and_survives_its_weights_file() -> None:
+    import torch
+
+    from lightning_modules.nets.relevance import CoarseHeadUNet, net_from_payload, net_payload, relevance_unet
+
+    net = relevance_unet(head_size=8, backbone="resnet18", decoder_channels=[16, 16, 16, 16, 16]).eval()
+    assert isinstance(net, CoarseHeadUNet) and type(relevance_unet()) is not CoarseHeadUNet
+    images = torch.rand(1, 3, 64, 64)
+    with torch.no_grad():
+        logits = net(images)
+        assert logits.shape == (1, 1, 64, 64)
+        # the logits are the 8x8 map, upsampled bilinearly
+        coarse = net.head(net.decoder(net.encoder(images), (8, 8)))
+        upsampled = torch.nn.functional.interpolate(coarse, size=(64, 64), mode="bilinear", align_corners=False)
+        assert torch.allclose(logits, upsampled)
+        rebuilt = net_from_payload(net_payload(net), "x").eval()
+        assert isinstance(rebuilt, CoarseHeadUNet) and rebuilt.head_size == 8
+        assert torch.allclose(rebuilt(images), logits)
+    assert coarse.shape[-2:] == (8, 8)
