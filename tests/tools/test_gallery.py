@@ -100,7 +100,7 @@ def test_only_selects_in_gallery_order_and_refuses_unknown() -> None:
 def test_train_command_keeps_data_apart_and_quick_bounds_batches(tmp_path: Path) -> None:
     cmd = gallery.train_command(PAIR_002, PAIR_002.failure, tmp_path / "r", tmp_path / "d", quick=True)
     assert "model.pretrained=false" in cmd and "callbacks.onnx_export.enabled=false" in cmd
-    assert f"paths.data_dir={tmp_path / 'd'}" in cmd and "trainer.limit_train_batches=2" in cmd
+    assert f"paths.data_dir={tmp_path / 'd'}" in cmd and cmd[-4:-2] == ["debug=fast", "trainer.max_epochs=2"]
     assert cmd.index("model.loss.bce_weight=1") > cmd.index("experiment=segmentation")
 
 
@@ -126,6 +126,8 @@ def test_quick_smoke_of_one_pair(tmp_path: Path) -> None:
     assert (out / "002.png").is_file() and "--quick" in (out / "README.md").read_text()
     rows = json.loads((out / "results.json").read_text())["rows"]
     assert [r["pair"] for r in rows] == ["002"]
+    assert not rows[0]["failure_figure"].startswith("run failed"), rows[0]["failure_figure"]
+    assert not rows[0]["fix_figure"].startswith("run failed"), rows[0]["fix_figure"]
     assert (tmp_path / "runs" / "002-failure" / "alerts.json").is_file()
 
 
