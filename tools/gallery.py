@@ -36,8 +36,7 @@ ROOT = Path(__file__).resolve().parents[1]
 KIND = "failure gallery"
 
 # every run: no hub, no export, CSV logs only (TensorBoard event files are not read here), no loader worker
-# processes (with a few batches per epoch they cost more than they save, and a forked worker was seen to hang
-# on a loaded machine)
+# processes (with a few batches per epoch they cost more than they save on a small CPU)
 COMMON = ("model.pretrained=false", "callbacks.onnx_export.enabled=false", "logger=csv", "trainer.accelerator=cpu",
           "data.num_workers=0")
 # a training that takes longer than this is stopped and written as failed, so one hang does not stall the gallery
