@@ -16,7 +16,7 @@ help:
 	@echo "make tensorboard [LOGDIR=d]  serve TensorBoard over outputs/ (or one run or sweep dir)"
 	@echo "make export-pi RUN=<run dir> ONNX export of any run; LEGO: + int8 and the Pi bundle (fp32 if int8 loses agreement)"
 	@echo "make test / test-all         fast tests / all tests including slow ones"
-	@echo "make bench                   benchmarks under bench/ (print figures)"
+	@echo "make bench [BENCH='precision overhead loaders']   benchmarks under bench/ (all, or the named ones)"
 	@echo "make gallery [ARGS='--only 001,002 --quick']   each seed's failure vs its fix on synthetic data -> gallery/"
 	@echo "make lint                    ruff"
 
@@ -50,7 +50,8 @@ export-pi:
 	$(PYTHON) export.py "$(RUN)" $(ARGS)
 
 bench:
-	@set -e; for b in bench/bench_*.py; do echo "== $$b"; $(PYTHON) $$b; done
+	@set -e; for b in $(if $(BENCH),$(foreach n,$(BENCH),bench/bench_$(n).py),bench/bench_*.py); do \
+		echo "== $$b"; NO_ALBUMENTATIONS_UPDATE=1 HF_HUB_OFFLINE=1 $(PYTHON) $$b; done
 
 gallery:
 	NO_ALBUMENTATIONS_UPDATE=1 HF_HUB_OFFLINE=1 $(PYTHON) -m tools.gallery $(ARGS)
