@@ -258,14 +258,20 @@ def zero_while_falling(history: Sequence[Record], rule: Rule) -> Values | None:
     return None
 
 
-@condition("group_gap", params=("threshold",))
+@condition("group_gap", params=("threshold",), optional={"min_best": None})
 def group_gap(history: Sequence[Record], rule: Rule) -> Values | None:
     """The largest minus the smallest of the metrics matching ``metric`` (e.g. per-source accuracies)
-    above ``threshold`` for ``window`` epochs in a row."""
+    above ``threshold`` for ``window`` epochs in a row; with ``min_best``, only while the largest is at
+    least ``min_best`` (one group clearly learned: a model that predicts one class for everything also
+    spreads per-group accuracies, by each group's share of that class, without having learned any)."""
     series = dict(_each(history, rule))
     if len(series) < 2:
         return None
-    gaps = [max(col) - min(col) for col in zip(*series.values(), strict=True)]
+    columns = list(zip(*series.values(), strict=True))
+    gaps = [max(col) - min(col) for col in columns]
+    min_best = rule.param("min_best")
+    if min_best is not None and any(max(col) < float(min_best) for col in columns):
+        return None
     if all(g > rule.param("threshold") for g in gaps):
         return {**{k: v[-1] for k, v in series.items()}, "gap": gaps[-1]}
     return None

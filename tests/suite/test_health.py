@@ -195,3 +195,20 @@ def test_segmentation_relevance_and_lego_presets() -> None:
     assert fired("lego", history(**gap)) == {"source_gap"}
     close = {"val__part_acc/b200c": [0.9, 0.92], "val__part_acc/real": [0.8, 0.85]}
     assert fired("lego", history(**close)) == set()
+    # a model that predicts one part for everything: per-source accuracies are each source's share of that
+    # part, spread apart but none learned -> not a domain gap
+    one_part = {"val__part_acc/legacy": [0.43, 0.43], "val__part_acc/real": [0.17, 0.16],
+                "val__part_acc/b200c": [0.14, 0.14]}
+    assert fired("lego", history(**one_part)) == set()
+
+
+def test_group_gap_min_best_needs_a_learned_group() -> None:
+    r = rule("group_gap", "val/part_acc/*", threshold=0.2, window=2, min_best=0.5)
+    learned = {"val__part_acc/legacy": [0.55, 0.8], "val__part_acc/real": [0.2, 0.3]}
+    assert fires(r, history(**learned))
+    # the gap is as large, but the best group sits under min_best at one epoch of the window
+    assert not fires(r, history(**{"val__part_acc/legacy": [0.45, 0.8], "val__part_acc/real": [0.2, 0.3]}))
+    assert not fires(r, history(**{"val__part_acc/legacy": [0.45, 0.45], "val__part_acc/real": [0.1, 0.1]}))
+    # without min_best the same flat spread fires, as before
+    assert fires(rule("group_gap", "val/part_acc/*", threshold=0.2, window=2),
+                 history(**{"val__part_acc/legacy": [0.45, 0.45], "val__part_acc/real": [0.1, 0.1]}))
