@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,7 +31,7 @@ from datamodules.grouped_split import grouped_split
 from datamodules.images import list_images, pair_layout, read_pair
 from datamodules.masks import check_masks, mask_values
 from datamodules.synthetic.common import SyntheticDataset
-from datamodules.synthetic.segmentation import GENERATOR
+from datamodules.synthetic.segmentation import DEFAULT_FOREGROUND, GENERATOR, foreground_range
 from suite.backbones import IMAGENET_MEAN, IMAGENET_STD
 from suite.contracts import Head, InputSpec
 from suite.errors import DataError
@@ -148,6 +149,7 @@ class SegmentationDataModule(SuiteDataModule):
         synthetic_dir: str = "data/synthetic",
         synthetic_images: int = 200,
         synthetic_size: int = 128,
+        synthetic_foreground: Sequence[float] = DEFAULT_FOREGROUND,
         foreground_value: int | None = None,
         val_fraction: float = 0.2,
         test_fraction: float = 0.2,
@@ -170,6 +172,8 @@ class SegmentationDataModule(SuiteDataModule):
             if not 0.0 < value < 1.0:
                 raise DataError(f"data.{key} must be in (0, 1), got {value}")
         self.synthetic_images, self.synthetic_size = synthetic_images, synthetic_size
+        # a plain list of floats: the generator's parameters are its cache key (JSON)
+        self.synthetic_foreground = [float(v) for v in foreground_range(synthetic_foreground)]
         self.foreground_value = foreground_value
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
         if isinstance(crop_size, str) and crop_size != AUTO:
@@ -186,7 +190,8 @@ class SegmentationDataModule(SuiteDataModule):
 
     # -- contract hooks ------------------------------------------------------------------------
     def synthetic(self) -> tuple[SyntheticDataset, dict[str, Any]]:
-        return GENERATOR, {"n_images": self.synthetic_images, "size": self.synthetic_size}
+        return GENERATOR, {"n_images": self.synthetic_images, "size": self.synthetic_size,
+                           "foreground": self.synthetic_foreground}
 
     def build_splits(self, root: Path) -> dict[str, list[tuple[Path, Path]]]:
         splits = self._split_pairs(root)

@@ -13,7 +13,7 @@ from PIL import Image
 from datamodules.images import orient
 from datamodules.segmentation import SegmentationDataModule, binarize, pair_images_and_masks
 from datamodules.synthetic.segmentation import GENERATOR
-from suite.errors import DataError
+from suite.errors import ConfigError, DataError
 
 
 def write_pair(root: Path, stem: str, size=(32, 32), mask_size=None, ext=".png", mask_value=255) -> None:
@@ -41,6 +41,28 @@ def test_synthetic_layout_and_foreground_fraction(tmp_path: Path) -> None:
     stamp = pairs[0][0].stat().st_mtime_ns
     generate(tmp_path / "syn", n_images=12, size=64, seed=3)
     assert pairs[0][0].stat().st_mtime_ns == stamp
+
+
+def test_synthetic_sparse_foreground(tmp_path: Path) -> None:
+    root = GENERATOR.ensure(tmp_path / "sparse", 0, n_images=12, size=64, foreground=[0.01, 0.02])
+    fractions = [(cv2.imread(str(m), 0) > 0).mean() for _, m in pair_images_and_masks(root)]
+    # whole objects are added until the drawn fraction is reached, never past 1.1 x the range's top
+    assert all(0.005 <= f <= 0.022 for f in fractions), fractions
+    assert 0.01 <= np.mean(fractions) <= 0.02
+
+
+@pytest.mark.parametrize("foreground", [[0.2, 0.1], [0.0, 0.02], [0.5], "sparse"])
+def test_synthetic_foreground_range_is_checked(foreground, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="foreground="):
+        SegmentationDataModule(synthetic_dir=str(tmp_path), synthetic_foreground=foreground)
+
+
+def test_synthetic_foreground_key_reaches_the_generator(tmp_path: Path) -> None:
+    dm = SegmentationDataModule(synthetic_dir=str(tmp_path), synthetic_foreground=(0.01, 0.02))
+    generator, params = dm.synthetic()
+    assert params["foreground"] == [0.01, 0.02]
+    # another range is another cached dataset
+    assert generator.folder(tmp_path, 0, **params) != generator.folder(tmp_path, 0, n_images=200, size=128)
 
 
 def test_pairs_by_stem_across_extensions(tmp_path: Path) -> None:
