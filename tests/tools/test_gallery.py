@@ -57,7 +57,7 @@ def test_row_not_reproduced_says_why(tmp_path: Path) -> None:
     fix = RunFacts.read(make_run(tmp_path / "x", [alert("loss_zero_f1_low")], HISTORY_FIX))
     row = pair_row(PAIR_002, fail, fix)
     assert not row["reproduced"] and not row["fix_quiet"]
-    assert row["alarm"].startswith("none: not reproduced (") and "sparse" in row["alarm"]
+    assert row["alarm"] == f"none: not reproduced ({PAIR_002.why_not})"
     assert "`loss_zero_f1_low`" in row["fix_alarms"]
 
 
@@ -175,3 +175,27 @@ def test_coarse_head_of_pair_000_upsamples_and_survives_its_weights_file() -> No
         assert isinstance(rebuilt, CoarseHeadUNet) and rebuilt.head_size == 8
         assert torch.allclose(rebuilt(images), logits)
     assert coarse.shape[-2:] == (8, 8)
+
+
+def test_pair_settings_are_shared_by_both_sides_and_name_real_alarms(tmp_path: Path) -> None:
+    from omegaconf import OmegaConf
+
+    rules = {name for f in (ROOT / "conf" / "health").glob("*.yaml")
+             for name in (OmegaConf.load(f).get("rules") or {})}
+    callback_alarms = {"prediction_collapse", "early_decision", "non_finite_loss"}
+    for pair in PAIRS:
+        assert set(pair.rules) <= rules | callback_alarms, pair.id
+        failure, fix = (gallery.train_command(pair, side, tmp_path / "r", tmp_path / "d", quick=False)
+                        for side in (pair.failure, pair.fix))
+        # the two sides differ only by their own overrides: same data, epochs and optimiser
+        assert [a for a in failure if a not in pair.failure.overrides] == [a for a in fix
+                                                                           if a not in pair.fix.overrides]
+        assert sum(a.startswith("trainer.max_epochs=") for a in failure) == 1, pair.id
+
+
+def test_pair_002_trains_both_sides_on_sparse_masks(tmp_path: Path) -> None:
+    for side in (PAIR_002.failure, PAIR_002.fix):
+        cmd = gallery.train_command(PAIR_002, side, tmp_path / "r", tmp_path / "d", quick=False)
+        (key,) = [a for a in cmd if a.startswith("data.synthetic_foreground=")]
+        low, high = json.loads(key.partition("=")[2])
+        assert 0 < low <= high <= 0.02
