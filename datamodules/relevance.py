@@ -26,6 +26,7 @@ from __future__ import annotations
 import hashlib
 import logging
 import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
@@ -47,7 +48,7 @@ from datamodules.images import list_images, read_image, read_mask
 from datamodules.manifests import normalize_id, read_table
 from datamodules.motion import MotionCache, MotionDetector, MotionResult, read_frames
 from datamodules.synthetic.common import SyntheticDataset
-from datamodules.synthetic.relevance import GENERATOR
+from datamodules.synthetic.relevance import DEFAULT_OBJECT_SIZE, GENERATOR, object_size_range
 from suite.backbones import IMAGENET_MEAN, IMAGENET_STD
 from suite.contracts import Head, InputSpec
 from suite.errors import ConfigError, DataError
@@ -320,6 +321,7 @@ class RelevanceEventsBase(SuiteDataModule):
         synthetic_frames: int = 8,
         synthetic_width: int = 160,
         synthetic_height: int = 120,
+        synthetic_object_size: Sequence[float] = DEFAULT_OBJECT_SIZE,
         dev_samples: int | None = None,
         seed: int = 0,
         batch_size: int = 4,
@@ -344,7 +346,9 @@ class RelevanceEventsBase(SuiteDataModule):
         self.image_size, self.augment = image_size, augment
         self.val_fraction, self.test_fraction = val_fraction, test_fraction
         self.synthetic_params = {"cameras": synthetic_cameras, "events_per_camera": synthetic_events,
-                                 "frames": synthetic_frames, "width": synthetic_width, "height": synthetic_height}
+                                 "frames": synthetic_frames, "width": synthetic_width, "height": synthetic_height,
+                                 # plain floats: the generator's parameters are its cache key (JSON)
+                                 "object_size": [float(v) for v in object_size_range(synthetic_object_size)]}
 
     # -- contract hooks ------------------------------------------------------------------------
     def synthetic(self) -> tuple[SyntheticDataset, dict[str, Any]]:
@@ -458,6 +462,7 @@ class RelevanceSegmentationDataModule(RelevanceEventsBase):
         synthetic_frames: int = 8,
         synthetic_width: int = 160,
         synthetic_height: int = 120,
+        synthetic_object_size: Sequence[float] = DEFAULT_OBJECT_SIZE,
         dev_samples: int | None = None,
         seed: int = 0,
         batch_size: int = 4,
@@ -471,7 +476,8 @@ class RelevanceSegmentationDataModule(RelevanceEventsBase):
                          test_fraction=test_fraction, synthetic_dir=synthetic_dir,
                          synthetic_cameras=synthetic_cameras, synthetic_events=synthetic_events,
                          synthetic_frames=synthetic_frames, synthetic_width=synthetic_width,
-                         synthetic_height=synthetic_height, dev_samples=dev_samples, seed=seed,
+                         synthetic_height=synthetic_height, synthetic_object_size=synthetic_object_size,
+                         dev_samples=dev_samples, seed=seed,
                          batch_size=batch_size, num_workers=num_workers, pin_memory=pin_memory, mode=mode,
                          allow_overlap=allow_overlap)
         if eval_frames < 1:

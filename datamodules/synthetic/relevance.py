@@ -1,9 +1,11 @@
 """Synthetic motion events in the relevance task's user layout ``root/<camera>/<event_id>/*.jpg``.
 
 Each camera is fixed and looks at its own textured scene. A *relevant* event has an object (a
-patterned blob) crossing the scene, sometimes with a distractor; an *irrelevant* event holds only
-distractors: a global illumination change, a flickering lamp patch, swaying foliage-like texture
-or strong sensor noise. Ground truth is written beside the frames so decisions can be scored:
+patterned blob, by default 25-40 % of the frame's shorter side; ``object_size=[low, high]`` sets that
+range, e.g. ``[0.06, 0.1]`` for small far-away objects) crossing the scene, sometimes with a
+distractor; an *irrelevant* event holds only distractors: a global illumination change, a flickering
+lamp patch, swaying foliage-like texture or strong sensor noise. Ground truth is written beside the
+frames so decisions can be scored:
 
 - ``root/labels.csv``: ``event_id,relevant`` (event_id = ``<camera>/<event>``), the layout of the
   optional supervised labels;
@@ -13,12 +15,14 @@ or strong sensor noise. Ground truth is written beside the frames so decisions c
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from datamodules.synthetic.common import SyntheticDataset
+from suite.errors import ConfigError
 from suite.io import atomic_write_csv
 
 DISTRACTORS = ("illumination", "flicker", "sway", "noise")
@@ -48,16 +52,37 @@ def _object_sprite(rng: np.random.Generator, size: int) -> tuple[np.ndarray, np.
     return sprite.astype(np.float32), mask.astype(bool)
 
 
+DEFAULT_OBJECT_SIZE = (0.25, 0.4)
+# the smallest object drawn (pixels): the sprite's ellipse and stripes need a few pixels
+MIN_OBJECT_PX = 6
+
+
+def object_size_range(object_size: Sequence[float]) -> tuple[float, float]:
+    """``[low, high]`` as a checked pair of fractions of the frame's shorter side (0 < low <= high <= 1)."""
+    try:
+        low, high = (float(v) for v in object_size)
+    except (TypeError, ValueError):
+        low = high = float("nan")
+    if not 0.0 < low <= high <= 1.0:
+        shown = list(object_size) if isinstance(object_size, Sequence) else object_size
+        raise ConfigError(f"synthetic relevance data: object_size={shown!r}: expected [low, high], fractions of "
+                          "the frame's shorter side with 0 < low <= high <= 1, e.g. [0.06, 0.1] for small objects")
+    return low, high
+
+
 def make_event(
-    rng: np.random.Generator, scene: np.ndarray, n_frames: int, relevant: bool
+    rng: np.random.Generator, scene: np.ndarray, n_frames: int, relevant: bool,
+    object_size: Sequence[float] = DEFAULT_OBJECT_SIZE,
 ) -> tuple[list[np.ndarray], np.ndarray, list[str]]:
-    """(frames uint8 RGB, truth mask uint8 {0,255}, what happened)."""
+    """(frames uint8 RGB, truth mask uint8 {0,255}, what happened); a relevant event's object is
+    ``object_size`` (a range, fractions of the frame's shorter side) wide."""
     height, width = scene.shape[:2]
     frames = [scene.copy() for _ in range(n_frames)]
     truth = np.zeros((height, width), bool)
     kinds: list[str] = []
     if relevant:
-        size = int(min(height, width) * rng.uniform(0.25, 0.4))
+        low, high = object_size_range(object_size)
+        size = max(MIN_OBJECT_PX, int(min(height, width) * rng.uniform(low, high)))
         sprite, smask = _object_sprite(rng, size)
         y0 = rng.uniform(0, height - size)
         y1 = np.clip(y0 + rng.uniform(-0.3, 0.3) * height, 0, height - size)
@@ -102,8 +127,9 @@ def make_event(
 
 
 def write(folder: Path, seed: int, cameras: int, events_per_camera: int, frames: int, width: int,
-          height: int) -> None:
+          height: int, object_size: Sequence[float] = DEFAULT_OBJECT_SIZE) -> None:
     """Fill ``folder`` with the events, ``labels.csv`` and ``_truth/``; half of each camera's events are relevant."""
+    object_size_range(object_size)  # a bad range fails before any file is written
     rng = np.random.default_rng(seed)
     rows = []
     for c in range(cameras):
@@ -113,7 +139,7 @@ def write(folder: Path, seed: int, cameras: int, events_per_camera: int, frames:
         rng.shuffle(flags)
         for e, relevant in enumerate(flags):
             event = f"event{e:04d}"
-            event_frames, truth, kinds = make_event(rng, scene, frames, bool(relevant))
+            event_frames, truth, kinds = make_event(rng, scene, frames, bool(relevant), object_size)
             event_dir = folder / camera / event
             event_dir.mkdir(parents=True)
             for t, frame in enumerate(event_frames):
@@ -127,7 +153,8 @@ def write(folder: Path, seed: int, cameras: int, events_per_camera: int, frames:
 
 GENERATOR = SyntheticDataset(
     "relevance", write,
-    defaults={"cameras": 2, "events_per_camera": 12, "frames": 8, "width": 160, "height": 120}, version=1,
+    defaults={"cameras": 2, "events_per_camera": 12, "frames": 8, "width": 160, "height": 120,
+              "object_size": list(DEFAULT_OBJECT_SIZE)}, version=1,
     description="fixed cameras with motion events (objects crossing, or only distractors): "
                 "<camera>/<event>/*.jpg + labels.csv + _truth/",
 )

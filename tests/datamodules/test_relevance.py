@@ -66,6 +66,29 @@ def test_synthetic_layout_labels_and_truth(synthetic_root: Path) -> None:
     assert item["image"].shape == (3, 64, 64) and item["mask"].shape == (1, 64, 64)
 
 
+def test_synthetic_object_size_sets_the_truth_area(tmp_path: Path) -> None:
+    def truth_area(folder: Path, object_size: list[float]) -> float:
+        root = GENERATOR.ensure(folder, 0, cameras=1, events_per_camera=4, frames=4, width=96, height=72,
+                                object_size=object_size)
+        truths = [cv2.imread(str(t), 0) > 0 for t in sorted((root / "_truth").rglob("*.png"))]
+        return float(np.mean([t.mean() for t in truths if t.any()]))
+
+    small, large = truth_area(tmp_path / "small", [0.06, 0.1]), truth_area(tmp_path / "large", [0.25, 0.4])
+    assert small < large / 4, (small, large)
+
+
+@pytest.mark.parametrize("object_size", [[0.4, 0.25], [0.0, 0.1], [0.2], "small"])
+def test_synthetic_object_size_is_checked(object_size, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="object_size="):
+        RelevanceSegmentationDataModule(synthetic_dir=str(tmp_path), synthetic_object_size=object_size)
+
+
+def test_synthetic_object_size_key_reaches_the_generator(tmp_path: Path) -> None:
+    for cls in (RelevanceSegmentationDataModule, RelevanceContrastiveDataModule):
+        _, params = cls(synthetic_dir=str(tmp_path), synthetic_object_size=(0.06, 0.1)).synthetic()
+        assert params["object_size"] == [0.06, 0.1]
+
+
 def test_cameras_filter_and_max_sequences(synthetic_root: Path) -> None:
     dm = RelevanceSegmentationDataModule(root=str(synthetic_root), cameras=["cam01"], max_sequences=4, cache_dir=None)
     dm.setup("fit")
