@@ -42,8 +42,8 @@ COMMON = ("model.pretrained=false", "callbacks.onnx_export.enabled=false", "logg
 # a training that takes longer than this is stopped and written as failed, so one hang does not stall the gallery
 RUN_TIMEOUT_S = 900
 # --quick: a wiring check of the gallery itself (debug=fast's two batches of two items, two epochs so the
-# history has a trend), not a reproduction
-QUICK = ("debug=fast", "trainer.max_epochs=2")
+# history has a trend), not a reproduction; after the pair's settings, so its batch size and epochs win
+QUICK = ("debug=fast", "trainer.max_epochs=2", "data.batch_size=2")
 
 
 @dataclass(frozen=True)
