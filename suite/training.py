@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib
 import inspect
 import json
 import logging
@@ -180,16 +179,10 @@ def verdict_node(cfg: DictConfig) -> dict[str, Any] | None:
 def send_run_report(trainer: Any, out_dir: Path) -> Path | None:
     """Write the run's ``report.md`` (``suite.report.write_run_report``) and attach it and its ``report/`` pictures
     to every tracker. The report is a reader's aid: a failure to write it is warned about, never ends the run."""
+    import suite.report  # matplotlib and friends: loaded when a run ends, not when it starts
+
     try:
-        writer = getattr(importlib.import_module("suite.report"), "write_run_report", None)
-    except ModuleNotFoundError as err:
-        if err.name != "suite.report":  # the module is there but cannot load: say so
-            warn_on_console(log, f"warning: the run report cannot be written ({err})")
-        writer = None
-    if writer is None:  # a suite without the report module: nothing to write or send
-        return None
-    try:
-        report = Path(writer(out_dir))
+        report = Path(suite.report.write_run_report(out_dir))
     except Exception as err:  # see the docstring: the run's results are already written
         warn_on_console(log, f"warning: the run report could not be written ({type(err).__name__}: {err})")
         return None

@@ -95,12 +95,6 @@ def tracked_run(tmp_path_factory, shared_data_dir) -> Path:
     return run
 
 
-def _has_report() -> bool:
-    import importlib
-
-    return hasattr(importlib.import_module("suite.report"), "write_run_report")
-
-
 def test_the_run_fired_the_alarm_and_wrote_its_report(tracked_run):
     alerts = json.loads((tracked_run / "alerts.json").read_text())
     assert any(a["rule"] == "always_on" for a in alerts)
@@ -114,8 +108,7 @@ def test_csv_store(tracked_run):
     assert "task_name: segmentation" in (folder / "hparams.yaml").read_text()
     texts = "".join(p.read_text() for p in (folder / "text").glob("*.md"))
     assert ALARM in texts and "Verdict" in texts
-    if _has_report():
-        assert (folder / "files" / "report.md").is_file()
+    assert (folder / "files" / "report.md").is_file()
 
 
 def test_mlflow_store(tracked_run):
@@ -129,8 +122,7 @@ def test_mlflow_store(tracked_run):
     artifacts = tracked_run / "mlflow" / "artifacts"
     texts = "".join(p.read_text() for p in artifacts.rglob("*.txt"))
     assert ALARM in texts and "Verdict" in texts
-    if _has_report():
-        assert [p.name for p in artifacts.rglob("report.md")] == ["report.md"]
+    assert [p.name for p in artifacts.rglob("report.md")] == ["report.md"]
 
 
 def test_wandb_offline_store(tracked_run):
@@ -140,15 +132,13 @@ def test_wandb_offline_store(tracked_run):
     assert b"val/f1" in records and b"task_name" in records
     pages = "".join(p.read_text() for p in (offline / "files").rglob("*.html"))
     assert ALARM in pages or ALARM.encode() in records
-    if _has_report():
-        assert (offline / "files" / "report.md").exists()
+    assert (offline / "files" / "report.md").exists()
 
 
 def test_tensorboard_gets_the_alarm_and_the_report_as_text(tracked_run):
     events = b"".join(p.read_bytes() for p in (tracked_run / "tensorboard").rglob("events.out.tfevents.*"))
     assert ALARM.encode() in events
-    if _has_report():
-        assert b"report" in events
+    assert b"report" in events
 
 
 def test_run_report_is_attached_and_a_failing_report_only_warns(tmp_path, monkeypatch, capsys):
