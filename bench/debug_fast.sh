@@ -18,8 +18,8 @@ run() {  # name, then train.py arguments
   local TIMEFORMAT="%R %U %S" times status
   times=$( { time "$PY" train.py "$@" "${common[@]}" "hydra.run.dir=$OUT/$name" >"$OUT/$name.log" 2>&1; } 2>&1 )
   read -r wall user sys <<<"$(tail -n1 <<<"$times")"
-  # finished = the run wrote its metrics (the console table's title wraps on a narrow terminal)
-  status=$([ -f "$OUT/$name/metrics.json" ] && echo ok || echo FAILED)
+  # finished = the run wrote metrics/metrics.json (the console table's title wraps on a narrow terminal)
+  status=$([ -f "$OUT/$name/metrics/metrics.json" ] && echo ok || echo FAILED)
   printf '%-24s wall %6.1f s  cpu %6.1f s  %s\n' "$name" "$wall" "$(echo "$user + $sys" | bc)" "$status"
 }
 tasks=("${@:-segmentation behavior violence relevance_contrastive relevance_segmentation lego}")
