@@ -80,6 +80,9 @@ def alarms_section(run: RunFacts, folder: Path) -> Section:
     bottom.set_ylim(-0.6, len(rules) - 0.4)
     bottom.set_xlabel("epoch")
     bottom.xaxis.set_major_locator(MaxNLocator(integer=True))
+    # whole epochs on the axis, also for a run of one epoch (matplotlib would zoom to +-0.05 around it)
+    last = max([*xs, *(_alert_epoch(a, history) for a in alerts), 1])
+    bottom.set_xlim(-0.5, last + 0.5)
     bottom.grid(alpha=0.3, axis="x")
     for severity, (marker, colour) in SEVERITY_STYLE.items():
         bottom.scatter([], [], marker=marker, color=colour, label=severity)
