@@ -52,8 +52,9 @@ def test_cpu_step_splits_the_share_and_lowers_torch_threads_to_fit() -> None:
     assert opts.torch_threads == 6  # workers + torch threads == the share: no oversubscription
     # threads that already fit are left alone
     assert resolve("auto", batches=100, share=8, torch_threads=4).torch_threads is None
-    # on fewer than 4 cores a worker would take a core from the step
-    assert resolve("auto", batches=100, share=3, torch_threads=3).num_workers == 0
+    # on fewer than 4 cores one worker loads beside the step, which keeps its threads (measured faster)
+    small = resolve("auto", batches=100, share=2, torch_threads=2)
+    assert small.num_workers == 1 and small.torch_threads is None
     assert resolve("auto", batches=100, share=4, torch_threads=4).num_workers == 1
 
 
