@@ -44,7 +44,7 @@ def test_sixth_task_trains_through_the_contract_alone(tmp_path: Path) -> None:
     assert json.loads((run / "label_map.json").read_text())["digit"] == {"0": 0, "1": 1, "2": 2, "3": 3}
     splits = json.loads((run / "splits.json").read_text())
     # debug=fast keeps the subset its few batches read (data.dev_samples, conf/debug/fast.yaml) of the 96 items
-    assert all(splits[s] for s in ("train", "val", "test")) and sum(len(splits[s]) for s in splits) == 8
+    assert all(splits[s] for s in ("train", "val", "test")) and sum(len(splits[s]) for s in splits) == 12
     assert not set(splits["train"]) & set(splits["test"]) and not set(splits["val"]) & set(splits["test"])
     with open(run / "predictions_agg.csv", newline="") as fh:
         rows = list(csv.DictReader(fh))
@@ -52,7 +52,7 @@ def test_sixth_task_trains_through_the_contract_alone(tmp_path: Path) -> None:
     assert set(score_columns(rows[0])) == {"0", "1", "2", "3"}
     assert {r["item_id"] for r in rows} <= set(splits["test"])
     manifests = (run / "manifests_used.txt").read_text()
-    assert "glyphs-" in manifests and "\t96" in manifests and "data.dev_samples=8" in manifests
+    assert "glyphs-" in manifests and "\t96" in manifests and "data.dev_samples=12" in manifests
     # the generic callbacks work for it: ClassGap logged per-class accuracy of its own class names
     history = json.loads((run / "training_history.json").read_text())
     assert "val/acc_3" in history[0] and "val/class_gap" in history[0]
