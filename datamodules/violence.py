@@ -260,6 +260,8 @@ class ViolenceDataModule(SuiteDataModule):
             synthetic_frame_encoder or FrameEncoder("test_efficientnet", pretrained=False, frame_size=32,
                                                     projection=True, seed=seed),
             "data.synthetic_frame_encoder", LEGACY_SYNTHETIC_KEYS, legacy)
+        self.frame_encoder = self.resolve_encoder_precision(self.frame_encoder, extract_device)
+        self.synthetic_frame_encoder = self.resolve_encoder_precision(self.synthetic_frame_encoder, extract_device)
         self.aug_multiplier = aug_multiplier
         self.augment = AugmentSpec(aug_brightness, aug_rotate_deg, aug_noise_std)
         self.cache_dir = cache_dir
@@ -273,6 +275,21 @@ class ViolenceDataModule(SuiteDataModule):
         self.datasets: dict[str, SequenceDataset] = {}
         self._cache: tuple[FeatureCache, list[CopyPlan], dict[Path, int]] | None = None
         self._features: tuple[dict[int, MappedFeatures], dict[str, list[tuple[int, int, VideoItem]]]] | None = None
+
+    def resolve_encoder_precision(self, encoder: FrameEncoder, extract_device: str) -> FrameEncoder:
+        """``precision: auto``: bf16 in the debug modes (``data.dev_samples``) when the features are extracted
+        on a CPU with native bf16 (VGG16 extraction 1.7x faster there, features within about 1 % of fp32's: a
+        wiring check does not need fp32's last digits), fp32 otherwise. The cache key holds the precision,
+        so bf16 features never stand in for a full run's fp32 ones."""
+        if encoder.precision != "auto":
+            return encoder
+        import torch
+
+        from suite.precision import cpu_has_native_bf16
+
+        on_cpu = extract_device == "cpu" or (extract_device == "auto" and not torch.cuda.is_available())
+        bf16 = bool(self.dev_samples) and on_cpu and cpu_has_native_bf16()
+        return encoder.replace(precision="bf16" if bf16 else "fp32")
 
     @staticmethod
     def _with_legacy_keys(encoder: FrameEncoder, key: str, names: Mapping[str, str],

@@ -47,6 +47,10 @@ def _with_fc7_like_projection(model: nn.Module, feature_dim: int) -> nn.Module:
     return nn.Sequential(model, nn.LayerNorm(model.num_features, elementwise_affine=False), projection, nn.ReLU())
 
 
+#: ``auto`` is resolved by the DataModule (:meth:`datamodules.violence.ViolenceDataModule.resolve_encoder_precision`)
+ENCODER_PRECISIONS = ("fp32", "bf16", "auto")
+
+
 class FrameEncoder:
     """A timm backbone in eval mode: uint8 RGB frames ``[N, H, W, 3]`` -> float32 features ``[N, D]``.
 
@@ -70,8 +74,12 @@ class FrameEncoder:
         feature_dim: int = 4096,
         projection: bool = False,
         seed: int = 0,
+        precision: str = "fp32",
         config_key: str = "data.frame_encoder",
     ):
+        if precision not in ENCODER_PRECISIONS:
+            raise ConfigError(f"{config_key}.precision must be one of {', '.join(ENCODER_PRECISIONS)}, "
+                              f"got {precision!r}")
         if frame_size < 8:
             raise ConfigError(f"{config_key}.frame_size must be >= 8 pixels, got {frame_size}")
         if feature_dim < 1:
@@ -83,6 +91,7 @@ class FrameEncoder:
         self.feature_dim = int(feature_dim)
         self.projection = bool(projection)
         self.seed = int(seed)
+        self.precision = precision
         self.config_key = config_key
         self.model: nn.Module | None = None
         self.device = torch.device("cpu")
@@ -91,7 +100,7 @@ class FrameEncoder:
     def settings(self) -> dict[str, Any]:
         return {"backbone": self.backbone, "pretrained": self.pretrained, "weights": self.weights,
                 "frame_size": self.frame_size, "feature_dim": self.feature_dim, "projection": self.projection,
-                "seed": self.seed, "config_key": self.config_key}
+                "seed": self.seed, "precision": self.precision, "config_key": self.config_key}
 
     def replace(self, **changes: Any) -> FrameEncoder:
         """A copy with some settings changed (the network is not copied: it is built on demand)."""
@@ -110,6 +119,8 @@ class FrameEncoder:
                                "projection": self.projection}
         if self.random_init:
             out["seed"] = self.seed
+        if self.precision != "fp32":
+            out["precision"] = self.precision
         return out
 
     def key_fields(self) -> dict[str, Any]:
@@ -125,6 +136,8 @@ class FrameEncoder:
                                  stat.st_mtime_ns if stat else None]
         if self.random_init:
             fields["init_seed"] = self.seed
+        if self.precision != "fp32":  # (fp32 caches keep the keys they always had)
+            fields["precision"] = self.precision
         return fields
 
     def load(self, device: str = "auto", batch_frames: int = 256) -> FrameEncoder:
@@ -172,7 +185,9 @@ class FrameEncoder:
         assert self.model is not None
         mean, std = self._mean.to(self.device), self._std.to(self.device)
         out = []
-        with torch.inference_mode():
+        # bf16: autocast runs the convolutions in bf16 (features within about 1 % of fp32's); the output is fp32
+        bf16 = self.precision == "bf16"
+        with torch.inference_mode(), torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=bf16):
             for start in range(0, len(frames), self.batch_frames):
                 x = torch.from_numpy(np.ascontiguousarray(frames[start:start + self.batch_frames]))
                 x = (x.to(self.device).permute(0, 3, 1, 2).float() - mean) / std

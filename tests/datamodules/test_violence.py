@@ -300,3 +300,31 @@ def test_nan_in_the_cache_is_reported_when_read(flat_root: Path, tmp_path: Path)
     fresh = ready(module_for(flat_root, tmp_path))
     with pytest.raises(DataError, match=rf"NaN/inf features for .*{video.path.name}"):
         fresh.dataset("val")[0]
+
+
+def test_frame_encoder_precision_auto_is_bf16_only_in_debug_modes_on_a_native_bf16_cpu(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import suite.precision
+
+    monkeypatch.setattr(suite.precision, "cpu_has_native_bf16", lambda: True)
+    auto = FrameEncoder("test_efficientnet", pretrained=False, frame_size=32, precision="auto")
+    debug = ViolenceDataModule(root=str(tmp_path), frame_encoder=auto, dev_samples=12, extract_device="cpu")
+    full = ViolenceDataModule(root=str(tmp_path), frame_encoder=auto, extract_device="cpu")
+    assert debug.frame_encoder.precision == "bf16" and full.frame_encoder.precision == "fp32"
+    # the cache keeps bf16 features apart from fp32 ones, and fp32 keys are those of earlier versions
+    assert debug.frame_encoder.key_fields() != full.frame_encoder.key_fields()
+    assert "precision" not in full.frame_encoder.key_fields()
+    monkeypatch.setattr(suite.precision, "cpu_has_native_bf16", lambda: False)
+    assert ViolenceDataModule(root=str(tmp_path), frame_encoder=auto, dev_samples=12,
+                              extract_device="cpu").frame_encoder.precision == "fp32"
+    with pytest.raises(ConfigError, match="data.frame_encoder.precision"):
+        FrameEncoder(precision="fp8")
+
+
+def test_bf16_frame_features_stay_close_to_fp32() -> None:
+    frames = np.random.default_rng(0).integers(0, 256, (4, 32, 32, 3), dtype=np.uint8)
+    fp32 = FrameEncoder("test_efficientnet", pretrained=False, frame_size=32, projection=True, feature_dim=64)
+    bf16 = fp32.replace(precision="bf16")
+    a, b = fp32.load("cpu")(frames), bf16.load("cpu")(frames)
+    assert b.dtype == np.float32 and a.shape == b.shape
+    assert np.linalg.norm(a - b) / np.linalg.norm(a) < 0.05
