@@ -119,6 +119,7 @@ def curves_section(run: RunFacts, folder: Path) -> Section:
     cols = min(3, len(panels))
     nrows = math.ceil(len(panels) / cols)
     fig, axes = plt.subplots(nrows, cols, figsize=(3.3 * cols, 2.5 * nrows), squeeze=False)
+    last_epoch = max((float(r.get("epoch", i)) for i, r in enumerate(history)), default=0.0)
     last = []
     for ax, (title, keys) in zip(axes.flat, panels, strict=False):
         for key in keys:
@@ -139,6 +140,7 @@ def curves_section(run: RunFacts, folder: Path) -> Section:
         ax.set_title(title, fontsize=9, fontweight="bold" if title.endswith("(selection)") else "normal")
         ax.tick_params(labelsize=7)
         ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.set_xlim(-0.5, max(1.0, last_epoch) + 0.5)  # whole epochs, also for a one-epoch run
         ax.grid(alpha=0.3)
         ax.legend(fontsize=6, loc="best")
     for ax in list(axes.flat)[len(panels):]:
