@@ -100,7 +100,8 @@ def test_only_selects_in_gallery_order_and_refuses_unknown() -> None:
 def test_train_command_keeps_data_apart_and_quick_bounds_batches(tmp_path: Path) -> None:
     cmd = gallery.train_command(PAIR_002, PAIR_002.failure, tmp_path / "r", tmp_path / "d", quick=True)
     assert "model.pretrained=false" in cmd and "callbacks.onnx_export.enabled=false" in cmd
-    assert f"paths.data_dir={tmp_path / 'd'}" in cmd and cmd[-5:-2] == ["debug=fast", "trainer.max_epochs=2", "data.batch_size=2"]
+    assert f"paths.data_dir={tmp_path / 'd'}" in cmd
+    assert cmd[-5:-2] == ["debug=fast", "trainer.max_epochs=2", "data.batch_size=2"]
     assert cmd.index("model.loss.bce_weight=1") > cmd.index("experiment=segmentation")
 
 
