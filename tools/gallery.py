@@ -97,11 +97,12 @@ PAIRS: tuple[Pair, ...] = (
         "002", "segmentation: BCE alone, loss to 0 / collapse",
         Side("BCE alone", ("model.loss.bce_weight=1", "model.loss.dice_weight=0", "model.loss.focal_weight=0")),
         Side("BCE + Dice + Focal", ()),
-        metric="val/f1", rules=("prediction_collapse", "loss_zero_f1_low"), plot=("train/loss",),
-        why_not="on masks of 1-2 % foreground BCE alone does predict background everywhere (val F1 0 at every "
-                "epoch), but no alarm watches that: its loss falls slowly (0.64 to 0.48 in 6 epochs; even the "
-                "foreground share predicted everywhere costs about 0.08, far above loss_zero_f1_low's 0.01) and "
-                "its mean predicted probability stays far above prediction_collapse's 0.001",
+        metric="val/f1", rules=("prediction_collapse", "loss_zero_f1_low", "f1_stuck_at_zero"),
+        plot=("train/loss",),
+        why_not="on masks of 1-2 % foreground BCE alone predicts background everywhere (val F1 0 at every epoch) "
+                "while its loss falls slowly (0.64 to 0.48 in 6 epochs), so f1_stuck_at_zero should fire; "
+                "loss_zero_f1_low and prediction_collapse cannot (the loss stays far above 0.01, the mean "
+                "predicted probability far above 0.001)",
         # sparse masks (1-2 % of each image, a few small objects) as in the seed's collapse; batches of 4 for
         # more steps per epoch: at 64 px a step costs little beside the run's start and its test
         common=("experiment=segmentation", "data.synthetic_images=80", "data.synthetic_size=64",

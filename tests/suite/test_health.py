@@ -188,6 +188,10 @@ def test_behavior_preset_overfitting_tail_plateau_and_sampler() -> None:
 def test_segmentation_relevance_and_lego_presets() -> None:
     assert fired("segmentation", history(train__loss=[0.3, 0.0], val__f1=[0.1, 0.0])) == {"loss_zero_f1_low"}
     assert fired("segmentation", history(train__loss=[0.3, 0.05], val__f1=[0.4, 0.6])) == set()
+    # seed 002 on sparse masks: F1 stays 0 while the loss falls, well before the loss nears 0
+    assert fired("segmentation", history(train__loss=[0.64, 0.58, 0.52], val__f1=[0.0, 0.0, 0.0])) == {
+        "f1_stuck_at_zero"}
+    assert fired("segmentation", history(train__loss=[0.64, 0.58, 0.52], val__f1=[0.0, 0.44, 0.5])) == set()
     (alert,) = evaluate_history(preset("relevance"), history(val__iou=[0.0] * 3, train__loss=[0.9, 0.6, 0.4]))
     assert alert["rule"] == "iou_zero_loss_falling" and "32x32" in alert["hint"] and alert["seed"] == "000"
     assert fired("relevance", history(val__iou=[0.0, 0.1, 0.3], train__loss=[0.9, 0.6, 0.4])) == set()
