@@ -198,6 +198,8 @@ def close_loggers(trainer: Any, status: str) -> None:
     which leaves the test events in a writer thread that outlives the run (and its directory)."""
     for logger in trainer.loggers:
         logger.finalize(status)
+        if type(logger).__name__ == "WandbLogger":  # Lightning leaves the W&B run open: its records flush at finish
+            logger.experiment.finish(exit_code=0 if status == "success" else 1)
 
 
 def run_dir_option() -> str:

@@ -182,6 +182,12 @@ class InterruptAtFirstBatch(L.Callback):
     """Ctrl-C during fit: Lightning catches the KeyboardInterrupt itself and calls sys.exit(1)."""
 
     def on_train_batch_start(self, *args: object) -> None:
+        from suite.errors import _note_interrupt
+
+        # a launcher that ignores Ctrl-C (nohup, a background job) passes that on: restore a terminal's
+        # Ctrl-C handling, so the test checks the interrupt whatever started the test run
+        if signal.getsignal(signal.SIGINT) is signal.SIG_IGN:
+            signal.signal(signal.SIGINT, _note_interrupt)
         os.kill(os.getpid(), signal.SIGINT)
 
 
@@ -262,7 +268,8 @@ def test_a_resume_on_other_data_is_named_and_refused_with_on_data_change_error(m
 
     data = _segmentation_data(tmp_path / "data", images=24)
     run_dir = tmp_path / "run"
-    small = ["debug=fast", f"data.root={data}", "trainer.max_epochs=2", "model.log_images=0"]
+    # every item (no debug subset), so that the added image is named as an added source row
+    small = ["debug=fast", "data.dev_samples=null", f"data.root={data}", "trainer.max_epochs=2", "model.log_images=0"]
     with pytest.raises(SimulatedCrash):
         train(make_cfg([*small, "+callbacks.crash._target_=tests.helpers.CrashAtEpoch"], run_dir))
     assert (run_dir / "data_fingerprint.json").is_file()

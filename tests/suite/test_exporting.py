@@ -170,6 +170,6 @@ def test_segmentation_module_graph_has_preprocessing_inside(tmp_path: Path) -> N
         np.testing.assert_allclose(graph.network(raw).numpy(), torch.sigmoid(module(normalised)).numpy(), atol=1e-5)
     back = module.export_inputs({"image": normalised})["model"]
     np.testing.assert_allclose(back.numpy(), raw.numpy(), atol=1e-3)
-    assert module.inference_options() == {"threshold": 0.5, "train_size": None}
+    assert module.inference_options() == {"threshold": 0.5, "train_size": None, "tile_size": 1024, "tile_overlap": 0.25}
     parity = export_module(module, tmp_path / "export", {"model": [raw]}, latency_runs=0)
     assert parity["passed"] and parity["graphs"]["model"]["outputs"]["foreground"]["max_abs_diff"] < 1e-4
